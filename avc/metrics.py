@@ -103,6 +103,7 @@ class Metrics:
         self.opensips_restarts = Counter(
             "avc_opensips_restarts_detected", "Times the subscription was found missing and renewed", registry=r
         )
+        self.transfers = Counter("avc_transfers", "Transfers to a human agent, by result", ["result"], registry=r)
         self.dtmf = Counter("avc_dtmf_digits", "DTMF digits received, by source", ["source"], registry=r)
         self.dialog_pushes = Counter(
             "avc_dialog_var_pushes", "dlg_push_var calls to the edge, by result", ["result"], registry=r

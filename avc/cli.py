@@ -1,0 +1,83 @@
+"""`avc` command line: `avc serve` runs a connector node, `avc calls` lists the live calls of a node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from contextlib import suppress
+
+from avc.config import ConfigError, Settings, load_settings
+from avc.connector import Connector
+from avc.ops_http import start_http
+from avc.logs import setup_logging
+
+log = logging.getLogger("avc")
+
+
+async def serve(settings: Settings) -> None:
+    connector = Connector(settings)
+    await connector.start()
+    runner = await start_http(connector, settings.http_host, settings.http_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    # Graceful drain: readiness goes false and new calls get 503 so the edge moves on; active calls
+    # may finish up to the drain deadline.
+    log.info("signal received: draining up to %.0f s", settings.drain_timeout)
+    await connector.drain()
+    await connector.stop()
+    await runner.cleanup()
+
+
+def calls(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/calls", timeout=3) as resp:
+            data = json.load(resp)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cannot reach the connector at {url}: {exc}", file=sys.stderr)
+        return 1
+    rows = data.get("calls", [])
+    if not rows:
+        print("no active calls")
+        return 0
+    print(f"{'KEY':<38} {'STATE':<12} {'DURATION':>8} {'CODEC':<5} {'ANI':<6} {'RTP in/out/lost':<18}")
+    for c in rows:
+        rtp = c.get("rtp") or {}
+        counts = f"{rtp.get('received', 0)}/{rtp.get('sent', 0)}/{rtp.get('lost', 0)}"
+        print(
+            f"{c['key']:<38} {c['state']:<12} {c['duration_s']:>7.1f}s {c.get('codec') or '-':<5} "
+            f"{c.get('ani_last4') or '-':<6} {counts:<18}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="avc", description="AI Voice Connector")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the connector (settings from AVC_* environment variables and .env)")
+    calls_p = sub.add_parser("calls", help="list live calls on a running connector")
+    calls_p.add_argument("--url", default=None, help="connector HTTP endpoint (default from AVC_HTTP_HOST/PORT)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "calls":
+        return calls(args.url or f"http://{settings.http_host}:{settings.http_port}")
+    setup_logging(settings.log_level, settings.log_json, settings.extra.get("AVC_LOG_LEVELS", ""))
+    with suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Connector settings from environment variables (prefix AVC_), optionally seeded from a `.env` file.
+
+The environment always wins over `.env`, so an operator can override one value without editing files.
+Defaults keep every control socket on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+MODES = ("echo", "tone", "chain")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    # OpenSIPS B2B node beside us: MI to drive sessions, events to learn about them.
+    mi_url: str = "udp:127.0.0.1:8080"
+    mi_timeout: float = 2.0
+    event_host: str = "127.0.0.1"
+    event_port: int = 9999
+    event_expire: int = 600
+    subscription_check_interval: float = 2.0
+    # The dialog-tracked edge proxy, where call state is mirrored with dlg_push_var; empty disables mirroring.
+    edge_mi_url: str = ""
+    # Media.
+    rtp_bind_ip: str = "127.0.0.1"
+    rtp_advertised_ip: str = ""
+    rtp_port_min: int = 40000
+    rtp_port_max: int = 41999
+    rtp_timeout: float = 30.0
+    nat_latching: bool = False
+    jitter_prefetch: int = 2
+    # Calls.
+    max_calls: int = 200
+    max_duration: float = 3600.0
+    mode: str = "echo"
+    echo_delay_ms: int = 200
+    # >0: send 180 Ringing and answer this much later (lets a caller's CANCEL be answered with 487).
+    answer_delay_ms: int = 0
+    transfer_uri: str = "sip:agents@127.0.0.1"
+    node_id: str = "avc-1"
+    # Operations.
+    http_host: str = "127.0.0.1"
+    http_port: int = 9090
+    log_level: str = "INFO"
+    log_json: bool = True
+    drain_timeout: float = 300.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def advertised_ip(self) -> str:
+        return self.rtp_advertised_ip or self.rtp_bind_ip
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"AVC_MODE={self.mode!r} is not one of {', '.join(MODES)}")
+        if self.rtp_port_min > self.rtp_port_max:
+            raise ConfigError("AVC_RTP_PORT_MIN is above AVC_RTP_PORT_MAX")
+        if self.max_calls < 1:
+            raise ConfigError("AVC_MAX_CALLS must be at least 1")
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """KEY=VALUE lines; `#` comments, `export ` prefixes and matching quotes are accepted."""
+    values: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f".env line {lineno}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _convert(name: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind in (bool, "bool"):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"AVC_{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
+    env: dict[str, str] = {}
+    if dotenv is not None and dotenv.is_file():
+        env.update(parse_dotenv(dotenv.read_text()))
+    env.update(os.environ if environ is None else environ)
+    kwargs: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        raw = env.get(f"AVC_{f.name.upper()}")
+        if raw is not None:
+            kwargs[f.name] = _convert(f.name, raw, f.type)
+    kwargs["extra"] = {k: v for k, v in env.items() if k.startswith("AVC_")}
+    return Settings(**kwargs)

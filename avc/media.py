@@ -1,0 +1,369 @@
+"""One call's RTP media: a UDP socket, the inbound path to 16 kHz PCM and the paced outbound path.
+
+Inbound: datagram -> source and SSRC check -> RTP parse -> DTMF events out at once, audio into the
+jitter buffer. Each 20 ms tick pulls one frame, decodes G.711, conceals a lost frame, upsamples to
+16 kHz and hands it to the call's audio sink (the engine chain, echo or tone mode).
+
+Outbound: `play()` resamples and G.711-encodes at write time, so a tick only pops a ready payload and
+sends it; an empty queue sends encoded silence (the far end keeps its jitter buffer and NAT bindings
+alive, and our timestamps never jump). `flush()` empties the queue: barge-in silences the bot on the
+next packet.
+
+Packets are accepted only from the address and port the SDP named: learning the peer from the first
+packet that arrives (the "RTP bleed" attack surface) happens only when NAT latching is switched on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from avc.clock import MediaClock
+from avc.dtmf import DIGITS, DtmfEvent, Rfc4733Receiver, Rfc4733Sender
+from avc.g711 import G711Codec
+from avc.jitter import JitterBuffer
+from avc.metrics import RtpCounters
+from avc.resample import Resampler
+from avc.rtp import RtpError, RtpPacket, RtpSender
+
+log = logging.getLogger(__name__)
+
+RATE = 8000
+FRAME = 160  # samples per 20 ms at 8 kHz
+SINK_RATE = 16000
+# A stream that changes SSRC mid-call is accepted only after the old one went quiet this long;
+# otherwise two senders (e.g. a bleed attack) could take turns on the call.
+SSRC_SWITCH_AFTER = 0.5
+# Concealment repeats the last good frame, fading, for this many frames; then silence.
+CONCEAL_FRAMES = 3
+TIMEOUT_CHECK_TICKS = 25
+
+
+class AudioSink(Protocol):
+    """What a call's media delivers: 20 ms of 16 kHz int16 PCM per tick, and DTMF digits."""
+
+    def on_audio(self, pcm: np.ndarray) -> None: ...
+
+    def on_dtmf(self, event: DtmfEvent) -> None: ...
+
+
+@dataclass(frozen=True)
+class MediaParams:
+    """The negotiated media of one call, as the SDP offer/answer left it."""
+
+    remote_addr: str
+    remote_port: int
+    codec: G711Codec
+    dtmf_payload_type: int | None
+    direction: str  # our side: sendrecv, sendonly, recvonly or inactive
+
+    @property
+    def sends(self) -> bool:
+        return self.direction in ("sendrecv", "sendonly") and self.remote_port != 0 and self.remote_addr != "0.0.0.0"
+
+    @property
+    def receives(self) -> bool:
+        return self.direction in ("sendrecv", "recvonly")
+
+
+class RtpStream(asyncio.DatagramProtocol):
+    def __init__(
+        self,
+        *,
+        local_ip: str,
+        port: int,
+        params: MediaParams,
+        clock: MediaClock,
+        rtp_timeout: float,
+        on_timeout: Callable[[], None],
+        on_failure: Callable[[Exception], None],
+        nat_latching: bool = False,
+        jitter_prefetch: int = 2,
+    ) -> None:
+        self.local_ip = local_ip
+        self.port = port
+        self.params = params
+        self.counters = RtpCounters()
+        self._clock = clock
+        self._rtp_timeout = rtp_timeout
+        self._on_timeout = on_timeout
+        self._on_failure = on_failure
+        self._nat_latching = nat_latching
+        self._latched = not nat_latching
+        self._remote = (params.remote_addr, params.remote_port)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sink: AudioSink | None = None
+        self._jitter_prefetch = jitter_prefetch
+        self._jitter = JitterBuffer(prefetch=jitter_prefetch)
+        self._jitter_base = RtpCounters()
+        self._dtmf_in = Rfc4733Receiver()
+        self._dtmf_out = Rfc4733Sender()
+        self._sender = RtpSender()
+        self._ssrc: int | None = None
+        self._last_rx = 0.0
+        self._timed_out = False
+        self._ticks = 0
+        self._upsampler = Resampler(RATE, SINK_RATE)
+        self._out_resamplers: dict[int, Resampler] = {}
+        self._out: deque[bytes] = deque()
+        self._out_tail = np.zeros(0, dtype=np.int16)
+        self._dtmf_plan: deque[tuple[bytes, bool]] = deque()
+        self._dtmf_ts = 0
+        self._last_pcm: np.ndarray | None = None
+        self._concealed_run = 0
+        self._silence_pcm = np.zeros(FRAME, dtype=np.int16)
+        self._silence_payload = bytes([params.codec.silence_byte]) * FRAME
+        self._first_packet = True
+        self.frames_played = 0
+        self.closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Bind the socket (raises OSError when the port is taken) and join the media clock."""
+        self._loop = asyncio.get_running_loop()
+        await self._loop.create_datagram_endpoint(lambda: self, local_addr=(self.local_ip, self.port))
+        self._last_rx = self._loop.time()
+        self._clock.add(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._sync_jitter_counters()
+        self._clock.discard(self)
+        self._out.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    def set_sink(self, sink: AudioSink | None) -> None:
+        self._sink = sink
+
+    def update(self, params: MediaParams) -> None:
+        """Apply a re-INVITE: new address, codec or direction; a new sender may bring a new SSRC."""
+        if (params.remote_addr, params.remote_port) != self._remote or params.codec != self.params.codec:
+            self._ssrc = None
+            self._reset_receive()
+        if params.codec != self.params.codec:
+            self._silence_payload = bytes([params.codec.silence_byte]) * FRAME
+            self._reencode_queue(self.params.codec, params.codec)
+        self.params = params
+        self._remote = (params.remote_addr, params.remote_port)
+        self._latched = not self._nat_latching
+        if self._loop is not None:
+            self._last_rx = self._loop.time()
+        self._timed_out = False
+
+    # -- outbound API for the call's application ----------------------------------------------------
+
+    def play(self, pcm: np.ndarray, rate: int = SINK_RATE, *, pad: bool = True) -> int:
+        """Queue audio; returns the number of 20 ms frames queued. `pad=False` keeps a partial frame
+        back until more audio arrives (streamed TTS chunks)."""
+        if rate == RATE:
+            pcm8 = pcm.astype(np.int16, copy=False)
+        else:
+            resampler = self._out_resamplers.get(rate)
+            if resampler is None:
+                resampler = self._out_resamplers[rate] = Resampler(rate, RATE)
+            pcm8 = resampler.process(pcm)
+        if self._out_tail.size:
+            pcm8 = np.concatenate((self._out_tail, pcm8))
+        whole = (pcm8.size // FRAME) * FRAME
+        if pad and whole < pcm8.size:
+            pcm8 = np.concatenate((pcm8, np.zeros(FRAME - (pcm8.size - whole), dtype=np.int16)))
+            whole = pcm8.size
+        self._out_tail = pcm8[whole:].copy()
+        if whole == 0:
+            return 0
+        encoded = self.params.codec.encode(pcm8[:whole])
+        frames = whole // FRAME
+        self._out.extend(encoded[i * FRAME : (i + 1) * FRAME] for i in range(frames))
+        return frames
+
+    def flush(self) -> int:
+        """Drop everything not yet sent (barge-in); returns the number of frames dropped."""
+        dropped = len(self._out)
+        self._out.clear()
+        self._out_tail = np.zeros(0, dtype=np.int16)
+        for resampler in self._out_resamplers.values():
+            resampler.reset()
+        return dropped
+
+    @property
+    def pending_frames(self) -> int:
+        return len(self._out)
+
+    def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
+        if self.params.dtmf_payload_type is None:
+            raise ValueError("the caller did not offer telephone-event; RFC 4733 DTMF cannot be sent")
+        if digit not in DIGITS:
+            raise ValueError(f"{digit!r} is not a DTMF digit")
+        self._dtmf_plan.extend(self._dtmf_out.packets(digit, duration_ms))
+
+    # -- inbound ------------------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        source = (addr[0], addr[1])
+        if source != self._remote:
+            if self._latched:
+                self.counters.rejected_source += 1
+                return
+            # NAT latching (explicit option): adopt the first source that sends valid RTP.
+            try:
+                RtpPacket.parse(data)
+            except RtpError:
+                self.counters.malformed += 1
+                return
+            log.info("RTP latched to %s:%s (SDP said %s:%s)", source[0], source[1], *self._remote)
+            self._remote = (str(source[0]), int(source[1]))
+            self._latched = True
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            self.counters.malformed += 1
+            return
+        pt = packet.payload_type
+        if 72 <= pt <= 76:
+            return  # RTCP multiplexed on the RTP port (RFC 5761); we send no RTCP and read none
+        assert self._loop is not None
+        now = self._loop.time()
+        if packet.ssrc != self._ssrc:
+            if self._ssrc is not None and now - self._last_rx < SSRC_SWITCH_AFTER:
+                self.counters.rejected_source += 1
+                return
+            if self._ssrc is not None:
+                log.info("RTP SSRC changed from %08x to %08x", self._ssrc, packet.ssrc)
+                self._reset_receive()
+            self._ssrc = packet.ssrc
+        self._last_rx = now
+        self.counters.received += 1
+        if pt == self.params.dtmf_payload_type:
+            # Events share the audio sequence space: an empty frame keeps the jitter buffer from
+            # counting the digit's packets as lost audio.
+            self._jitter.put(packet.sequence, packet.timestamp, b"")
+            try:
+                event = self._dtmf_in.feed(packet.timestamp, packet.payload, packet.marker)
+            except ValueError:
+                self.counters.malformed += 1
+                return
+            if event is not None and self._sink is not None:
+                self._sink.on_dtmf(event)
+            return
+        if pt != self.params.codec.payload_type:
+            # Comfort noise or a codec we did not negotiate: play silence in its place.
+            self._jitter.put(packet.sequence, packet.timestamp, b"")
+            return
+        self._jitter.put(packet.sequence, packet.timestamp, packet.payload)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from the caller's side is common while a call is torn down.
+        log.debug("RTP socket error: %s", exc)
+
+    # -- the 20 ms tick -----------------------------------------------------------------------------
+
+    def tick(self, periods: int) -> None:
+        self._ticks += 1
+        params = self.params
+        if params.receives:
+            for _ in range(periods):
+                self._deliver_frame()
+        if params.sends and self._transport is not None:
+            self._send_frame(periods)
+        else:
+            self._sender.advance(FRAME * periods)
+        if self._ticks % TIMEOUT_CHECK_TICKS == 0:
+            self._sync_jitter_counters()
+            self._check_timeout()
+
+    def tick_failed(self, exc: Exception) -> None:
+        self._on_failure(exc)
+
+    def _deliver_frame(self) -> None:
+        payload = self._jitter.get()
+        if payload is None:
+            pcm = self._conceal()
+        elif not payload:
+            pcm = self._silence_pcm
+            self._concealed_run = 0
+        else:
+            pcm = self.params.codec.decode(payload)
+            self._last_pcm = pcm
+            self._concealed_run = 0
+        if self._sink is not None:
+            self._sink.on_audio(self._upsampler.process(pcm))
+
+    def _conceal(self) -> np.ndarray:
+        # A missing frame after a good one is most likely loss inside speech: repeating it with a
+        # fade sounds far less broken to ASR and humans than a hole of silence.
+        if self._last_pcm is None or self._concealed_run >= CONCEAL_FRAMES:
+            return self._silence_pcm
+        self._concealed_run += 1
+        self.counters.concealed += 1
+        fade = 1.0 - self._concealed_run / (CONCEAL_FRAMES + 1)
+        return (self._last_pcm * fade).astype(np.int16)
+
+    def _send_frame(self, periods: int) -> None:
+        assert self._transport is not None
+        sender = self._sender
+        if self._dtmf_plan:
+            payload, marker = self._dtmf_plan.popleft()
+            if marker:
+                self._dtmf_ts = sender.timestamp
+            dtmf_pt = self.params.dtmf_payload_type
+            assert dtmf_pt is not None
+            data = sender.event_packet(payload, dtmf_pt, self._dtmf_ts, marker)
+            sender.advance(FRAME * periods)
+        else:
+            if self._out:
+                payload = self._out.popleft()
+                self.frames_played += 1
+            else:
+                payload = self._silence_payload
+            if periods > 1:
+                sender.advance(FRAME * (periods - 1))
+            data = sender.packet(payload, self.params.codec.payload_type, FRAME, self._first_packet)
+            self._first_packet = False
+        self._transport.sendto(data, self._remote)
+        self.counters.sent += 1
+
+    def _check_timeout(self) -> None:
+        if self._timed_out or not self.params.receives or self._loop is None:
+            return
+        if self._loop.time() - self._last_rx > self._rtp_timeout:
+            self._timed_out = True
+            self._on_timeout()
+
+    # -- housekeeping ---------------------------------------------------------------------------------
+
+    def _reset_receive(self) -> None:
+        self._sync_jitter_counters()
+        self._jitter_base.late += self._jitter.late
+        self._jitter_base.lost += self._jitter.lost
+        self._jitter_base.duplicate += self._jitter.duplicates
+        self._jitter = JitterBuffer(prefetch=self._jitter_prefetch)
+        self._dtmf_in = Rfc4733Receiver()
+        self._upsampler.reset()
+        self._last_pcm = None
+
+    def _sync_jitter_counters(self) -> None:
+        c, base, jb = self.counters, self._jitter_base, self._jitter
+        c.late = base.late + jb.late
+        c.lost = base.lost + jb.lost
+        c.duplicate = base.duplicate + jb.duplicates
+
+    def _reencode_queue(self, old: G711Codec, new: G711Codec) -> None:
+        if self._out:
+            pcm = old.decode(b"".join(self._out))
+            encoded = new.encode(pcm)
+            self._out = deque(encoded[i : i + FRAME] for i in range(0, len(encoded), FRAME))
