@@ -6,6 +6,7 @@ Defaults keep every control socket on loopback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -64,6 +65,13 @@ class Settings:
             raise ConfigError(f"AVC_MODE={self.mode!r} is not one of {', '.join(MODES)}")
         if self.rtp_port_min > self.rtp_port_max:
             raise ConfigError("AVC_RTP_PORT_MIN is above AVC_RTP_PORT_MAX")
+        for name in ("rtp_bind_ip", "rtp_advertised_ip"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    ipaddress.ip_address(value)
+                except ValueError:
+                    raise ConfigError(f"AVC_{name.upper()}={value!r} must be an IP address (SDP carries no names)") from None
         if self.max_calls < 1:
             raise ConfigError("AVC_MAX_CALLS must be at least 1")
 

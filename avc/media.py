@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -134,8 +134,8 @@ class RtpStream(asyncio.DatagramProtocol):
         self._clock.add(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # The selector transport is not a registered DatagramTransport subclass on 3.11: cast, not assert.
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def close(self) -> None:
         if self.closed:

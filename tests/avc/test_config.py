@@ -44,3 +44,8 @@ def test_dotenv_without_equals_sign_is_an_error() -> None:
 def test_advertised_ip_defaults_to_bind_ip() -> None:
     assert load_settings({"AVC_RTP_BIND_IP": "127.0.0.2"}, None).advertised_ip == "127.0.0.2"
     assert load_settings({"AVC_RTP_ADVERTISED_IP": "192.0.2.10"}, None).advertised_ip == "192.0.2.10"
+
+
+def test_rtp_addresses_must_be_ip_literals() -> None:
+    with pytest.raises(ConfigError, match="AVC_RTP_ADVERTISED_IP"):
+        load_settings({"AVC_RTP_ADVERTISED_IP": "media.example.net"}, None)

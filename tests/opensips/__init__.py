@@ -1,0 +1,1 @@
+"""Tests of the OpenSIPS configs in `opensips/` and the OpenSIPS tables in `sql/`."""
