@@ -398,7 +398,9 @@ class Call:
             await self._reply(event.method, 488, "Not Acceptable Here")
             return
         self.media.update(params)
-        log.info("media updated: %s %s:%s %s", params.codec.name, params.remote_addr, params.remote_port, params.direction)
+        log.info(
+            "media updated: %s %s:%s %s", params.codec.name, params.remote_addr, params.remote_port, params.direction
+        )
         await self._reply(event.method, 200, "OK", body=self._answer_sdp())
 
     async def _on_info(self, event: UaSessionEvent) -> None:

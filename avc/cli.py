@@ -14,8 +14,8 @@ from contextlib import suppress
 
 from avc.config import ConfigError, Settings, load_settings
 from avc.connector import Connector
-from avc.ops_http import start_http
 from avc.logs import setup_logging
+from avc.ops_http import start_http
 
 log = logging.getLogger("avc")
 

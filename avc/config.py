@@ -71,7 +71,9 @@ class Settings:
                 try:
                     ipaddress.ip_address(value)
                 except ValueError:
-                    raise ConfigError(f"AVC_{name.upper()}={value!r} must be an IP address (SDP carries no names)") from None
+                    raise ConfigError(
+                        f"AVC_{name.upper()}={value!r} must be an IP address (SDP carries no names)"
+                    ) from None
         if self.max_calls < 1:
             raise ConfigError("AVC_MAX_CALLS must be at least 1")
 

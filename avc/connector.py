@@ -54,6 +54,8 @@ class Connector:
         self.ports = PortPool(settings.rtp_port_min, settings.rtp_port_max)
         self.clock = MediaClock()
         self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._mi: OpenSIPSMI | None = None
         self._edge_mi: OpenSIPSMI | None = None
@@ -139,6 +141,7 @@ class Connector:
         assert self._services is not None
         call = Call(event, self._services, self._call_ended)
         self.calls[event.key] = call
+        self._idle.clear()
         call.start()
 
     async def _refuse(self, event: UaSessionEvent, why: str) -> None:
@@ -147,10 +150,14 @@ class Connector:
         self._remember(event.key)
         with suppress(MIError):
             # Retry-After tells the edge's dispatcher this node will take calls again, later.
-            await self.mi.ua_session_reply(event.key, "INVITE", 503, "Service Unavailable", extra_headers="Retry-After: 5\r\n")
+            await self.mi.ua_session_reply(
+                event.key, "INVITE", 503, "Service Unavailable", extra_headers="Retry-After: 5\r\n"
+            )
 
     def _call_ended(self, call: Call) -> None:
         self.calls.pop(call.key, None)
+        if not self.calls:
+            self._idle.set()
         self._remember(call.key)
 
     def _remember(self, key: str) -> None:
@@ -171,12 +178,12 @@ class Connector:
 
     # -- shutdown -----------------------------------------------------------------------------------
 
-    async def drain(self, timeout: float | None = None) -> None:
-        """Stop taking calls (new ones get 503) and wait for active calls to end, up to `timeout`."""
+    async def drain(self, grace: float | None = None) -> None:
+        """Stop taking calls (new ones get 503) and wait for active calls to end, up to `grace` seconds."""
         self.draining = True
-        deadline = asyncio.get_running_loop().time() + (self.settings.drain_timeout if timeout is None else timeout)
-        while self.calls and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.1)
+        if self.calls:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout if grace is None else grace)
 
     async def stop(self) -> None:
         self.draining = True

@@ -24,6 +24,8 @@ class DialogMirror:
         self._pending: dict[tuple[str, str], str] = {}
         self._max_pending = max_pending
         self._wakeup = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -44,6 +46,7 @@ class DialogMirror:
         # Re-inserting moves the key to the end: dict order is the send order.
         self._pending.pop(key, None)
         self._pending[key] = value
+        self._empty.clear()
         self._wakeup.set()
 
     async def _run(self) -> None:
@@ -60,18 +63,14 @@ class DialogMirror:
                 except MIError as exc:
                     self._metrics.dialog_pushes.labels("error").inc()
                     log.warning("dlg_push_var %s=%s failed: %s", name, value, exc)
+            self._empty.set()
 
     async def close(self, drain_timeout: float = 1.0) -> None:
         if self._task is None:
             return
-        if self._pending:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), drain_timeout)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), drain_timeout)
         self._task.cancel()
         with suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-
-    async def _drained(self) -> None:
-        while self._pending:
-            await asyncio.sleep(0.01)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 from collections import deque
+from contextlib import suppress
 
 import numpy as np
 
@@ -41,10 +42,9 @@ class EchoApp:
     def on_dtmf(self, event: DtmfEvent) -> None:
         self.digits.append(event.digit)
         log.info("DTMF digit received (%s); echoing it back", event.source)
-        try:
+        # Without telephone-event in the offer there is nothing to echo the digit with.
+        with suppress(ValueError):
             self._call.media.send_dtmf(event.digit)
-        except ValueError:
-            pass  # the caller did not offer telephone-event: nothing to echo with
 
     async def run(self) -> None:
         await asyncio.Event().wait()
@@ -83,4 +83,3 @@ class ToneApp:
             await asyncio.sleep(5)
             log.info("tone mode: caller audio at %.1f dBFS over the last 5 s", self.received_dbfs)
             self._energy, self._frames = 0.0, 0
-
