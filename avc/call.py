@@ -36,6 +36,7 @@ from avc.metrics import Metrics, RtpCounters
 from avc.mi import MIError, OpenSIPSMI
 from avc.mirror import DialogMirror
 from avc.ports import PortPool, PortPoolExhausted
+from avc.rtp import RtpSender
 from avc.sdp import Negotiated, NoCommonCodec, SdpError, SessionDescription, build_answer, negotiate, parse_sdp
 from avc.sip import CallFacts, SipHeaders, SipParseError, call_facts, format_extra_headers
 
@@ -90,6 +91,8 @@ class CallServices:
     clock: MediaClock
     mirror: DialogMirror
     app_factory: AppFactory
+    # Injectable so tests can start a stream just below the sequence/timestamp wrap.
+    rtp_sender_factory: Callable[[], RtpSender] = RtpSender
 
 
 class Call:
@@ -114,6 +117,7 @@ class Call:
         self._sdp_session_id = secrets.randbelow(2**31)
         self._sdp_version = 0
         self._transfer: _Transfer | None = None
+        self._final_sent = False  # a final reply to the INVITE has been sent (or is in flight)
         self._transfer_deadline: asyncio.TimerHandle | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self.task: asyncio.Task[None] | None = None
@@ -183,9 +187,13 @@ class Call:
                 item = await self._inbox.get()
                 await self._handle(item)
         except asyncio.CancelledError:
-            # Connector shutdown: hang up cleanly so OpenSIPS does not keep a dead session.
-            if self.state is not CallState.ENDED and self.answered_at is not None:
-                await self._terminate("shutdown")
+            # Connector shutdown: hang up cleanly so OpenSIPS does not keep a dead session, and never leave a
+            # NEW unanswered. A 200 OK in flight counts as answered: OpenSIPS may already have sent it.
+            if self.state is not CallState.ENDED:
+                if self._final_sent:
+                    await self._terminate("shutdown")
+                else:
+                    await self._reject(503, "Service Unavailable")
             raise
         except Exception:
             log.exception("call failed; hanging up")
@@ -219,6 +227,7 @@ class Call:
         if not await self._ring_then_wait():
             return False
         body = self._answer_sdp()
+        self._final_sent = True
         try:
             await self._svc.mi.ua_session_reply(self.key, "INVITE", 200, "OK", body=body)
         except MIError as exc:
@@ -306,6 +315,7 @@ class Call:
                 on_failure=lambda exc: self._inbox.put_nowait(_Hangup("media_failure")),
                 nat_latching=settings.nat_latching,
                 jitter_prefetch=settings.jitter_prefetch,
+                sender=self._svc.rtp_sender_factory(),
             )
             try:
                 await stream.open()
@@ -492,6 +502,7 @@ class Call:
             return False
 
     async def _reject(self, code: int, reason: str) -> None:
+        self._final_sent = True
         self._svc.metrics.call_rejects.labels(str(code)).inc()
         await self._reply("INVITE", code, reason)
         self._finish(f"rejected_{code}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 from avc.app import AppFactory, CallApp, CallControl
@@ -23,6 +23,7 @@ from avc.mi import MIError, OpenSIPSMI, mi_client_from_url
 from avc.mirror import DialogMirror
 from avc.modes import EchoApp, ToneApp
 from avc.ports import PortPool
+from avc.rtp import RtpSender
 from avc.subscription import EventSubscription
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,17 @@ def builtin_app_factory(settings: Settings) -> AppFactory:
 
 
 class Connector:
-    def __init__(self, settings: Settings, app_factory: AppFactory | None = None, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        app_factory: AppFactory | None = None,
+        metrics: Metrics | None = None,
+        rtp_sender_factory: Callable[[], RtpSender] = RtpSender,
+    ):
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.app_factory = app_factory or builtin_app_factory(settings)
+        self._rtp_sender_factory = rtp_sender_factory
         self.calls: dict[str, Call] = {}
         self.ports = PortPool(settings.rtp_port_min, settings.rtp_port_max)
         self.clock = MediaClock()
@@ -89,6 +97,7 @@ class Connector:
             clock=self.clock,
             mirror=self._mirror,
             app_factory=self.app_factory,
+            rtp_sender_factory=self._rtp_sender_factory,
         )
         self._listener = EventListener(self._on_event, host=s.event_host, port=s.event_port, metrics=self.metrics)
         await self._listener.start()
@@ -120,7 +129,6 @@ class Connector:
     # -- events -------------------------------------------------------------------------------------
 
     def _on_event(self, event: UaSessionEvent) -> None:
-        self.metrics.events.labels(event.event_type).inc()
         call = self.calls.get(event.key)
         if call is not None:
             if event.event_type == "NEW":

@@ -75,7 +75,7 @@ def parse_ua_session_event(datagram: bytes) -> UaSessionEvent:
         raise EventError(f"event datagram is not valid UTF-8: {exc}") from None
     try:
         message = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deeply nested arrays exhaust the decoder's recursion
         raise EventError(f"event datagram is not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise EventError(f"event datagram is a JSON {type(message).__name__}, not an object")

@@ -85,6 +85,7 @@ class RtpStream(asyncio.DatagramProtocol):
         on_failure: Callable[[Exception], None],
         nat_latching: bool = False,
         jitter_prefetch: int = 2,
+        sender: RtpSender | None = None,
     ) -> None:
         self.local_ip = local_ip
         self.port = port
@@ -105,7 +106,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._jitter_base = RtpCounters()
         self._dtmf_in = Rfc4733Receiver()
         self._dtmf_out = Rfc4733Sender()
-        self._sender = RtpSender()
+        self._sender = sender or RtpSender()
         self._ssrc: int | None = None
         self._last_rx = 0.0
         self._timed_out = False

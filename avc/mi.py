@@ -124,7 +124,7 @@ def encode_request(command: str, params: Mapping[str, object] | None, request_id
 def _load_reply(raw: bytes) -> dict[str, Any]:
     try:
         reply = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _BadReply(f"reply is not JSON ({exc}): {raw[:120]!r}") from None
     if not isinstance(reply, dict):
         raise _BadReply(f"reply is a JSON {type(reply).__name__}, not an object")

@@ -304,3 +304,8 @@ def test_allowed_host_must_be_an_ip_address() -> None:
 def test_address_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = EventListener(Received()).address
+
+
+def test_deeply_nested_json_is_an_event_error_not_a_recursion_crash() -> None:
+    with pytest.raises(EventError):
+        parse_ua_session_event(b"[" * 60_000)

@@ -1,0 +1,612 @@
+"""The banking dialogue of one call: an explicit state machine from greeting to goodbye or transfer.
+
+States (`DialogueState`), in the order a call meets them:
+- greet (`start`): the calling number is looked up, which identifies the caller (or not);
+- LISTEN: waits for a request; a service asked by an unverified caller starts authentication;
+- AUTH_DOB, then AUTH_FACTOR (last four digits by keypad, or star for a one-time code: AUTH_OTP):
+  a mismatch goes back to AUTH_DOB, the third one locks voice verification and transfers;
+- serve: the request, possibly through CHOOSE_CARD (keypad menu), CONFIRM (before a block) or
+  OFFER_AGENT (a returned card);
+- WRAP_UP: "anything else?": another request, or goodbye;
+- ENDED: after a goodbye (hang up) or a transfer (asked for, two turns in a row not understood,
+  lockout, unknown caller, bank unreachable).
+
+Identification is by the calling number (auth level 0, `AuthLevel.ANI`); a phone shared by several
+customers is resolved by their answers. Verification (level 1) is the date of birth (spoken, or typed
+as eight digits), then the last four digits of a card or a one-time code, by keypad only: digits spoken
+instead are refused and masked in the record. Both factors are checked before the caller hears
+anything, and a failure never says which one was wrong. Three failures lock voice verification for the
+customers of the calling number (in the bank, so calling again does not help) and transfer.
+
+Dates of birth and digits typed or spoken for verification are read by this module's deterministic
+code only; an `Understander` (which may be an LLM) sees redacted text, never those.
+
+Every utterance is first screened for manipulation (banking/guard.py): such turns get no data and no
+action and count as not understood. Then an `Understander` names the intent; the dialogue alone decides
+what that intent may do, and the backend checks the principal again. Every fact said comes from the
+backend through banking/templates.py. The context is saved after every turn (banking/context.py), and
+every turn and operation is journalled redacted (banking/journal.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from banking import templates
+from banking.backend import (
+    CARD_TRANSITIONS,
+    AuthLevel,
+    BackendUnavailable,
+    BankBackend,
+    BankError,
+    Card,
+    InvalidCardState,
+    NotAuthorized,
+    NotFound,
+    Operation,
+    Principal,
+)
+from banking.context import CallContext, ContextStore, DialogueState, check_call_id
+from banking.dates import DateOrder, parse_date
+from banking.guard import screen
+from banking.intents import SERVICE_INTENTS, Expect, Intent, Understander, Understanding
+from banking.journal import (
+    AuditEntry,
+    Journal,
+    NullJournal,
+    SessionEnd,
+    SessionStart,
+    Turn,
+    bot_turn,
+    caller_turn,
+    keypad_turn,
+)
+from banking.numbers import has_digits
+from banking.redact import redact
+
+log = logging.getLogger(__name__)
+
+MAX_AUTH_FAILURES: Final = 3
+MAX_MISUNDERSTOOD: Final = 2
+MIN_CONFIDENCE: Final = 0.6
+MAX_TEXT_CHARS: Final = 1000  # longer "utterances" are not speech; the rest is not read
+MAX_MENU_CARDS: Final = 9  # one keypad digit each
+TRANSACTIONS_TOLD: Final = 3
+LAST4_DIGITS: Final = 4
+OTP_DIGITS: Final = 6
+KEYPAD_DOB_DIGITS: Final = 8  # MMDDYYYY, or DDMMYYYY where dates are written day first
+KEYPAD_OTP_REQUEST: Final = "*"
+KEYPAD_AGENT: Final = "0"
+_KEYPAD_KEYS: Final = frozenset("0123456789*#")
+
+_CARD_OPERATIONS: Final[Mapping[Intent, Operation]] = {
+    Intent.LOST_STOLEN: Operation.BLOCK_CARD,
+    Intent.LOCK_CARD: Operation.LOCK_CARD,
+    Intent.UNLOCK_CARD: Operation.UNLOCK_CARD,
+    Intent.ACTIVATE_CARD: Operation.ACTIVATE_CARD,
+}
+_SECRET_STATES: Final = frozenset({DialogueState.AUTH_FACTOR, DialogueState.AUTH_OTP})  # keypad only
+# States whose spoken answer is masked whole in the record, whatever form it took (a date the parser missed).
+_ANSWER_IS_SECRET: Final = _SECRET_STATES | {DialogueState.AUTH_DOB}
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the banking layer knows of a call: its identity and the caller's number, nothing of SIP.
+
+    `Dialogue` raises ValueError for a Call-ID that cannot key a context (empty, too long, control
+    characters): it comes from the network.
+    """
+
+    call_id: str
+    ani: str | None
+    b2b_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand the call to a human agent. `summary` is ASCII built from codes and ids, safe for a SIP header."""
+
+    reason: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    reason: str
+
+
+Action = Transfer | Hangup
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    say: str
+    expect: Expect
+    action: Action | None = None
+    max_digits: int | None = None  # with Expect.DIGITS: how many keys complete the entry
+
+
+class Dialogue:
+    def __init__(
+        self,
+        call: CallInfo,
+        backend: BankBackend,
+        understander: Understander,
+        store: ContextStore,
+        journal: Journal | None = None,
+        *,
+        today: Callable[[], dt.date] = dt.date.today,
+        date_order: DateOrder = DateOrder.MDY,
+    ) -> None:
+        self._call = CallInfo(check_call_id(call.call_id), call.ani, call.b2b_key)
+        self._backend = backend
+        self._understander = understander
+        self._store = store
+        self._journal: Journal = journal or NullJournal()
+        self._today = today
+        self._date_order = date_order
+        self._context = CallContext(call_id=self._call.call_id)
+        self._lock = asyncio.Lock()  # one turn at a time: a key press may arrive while speech is handled
+        self._closed = False
+
+    @property
+    def context(self) -> CallContext:
+        return self._context
+
+    # -- entry points --
+
+    async def start(self) -> Reply:
+        """Greet the caller, or pick a call up where a previous process left it."""
+        async with self._lock:
+            began = time.monotonic()
+            stored = await self._store.load(self._call.call_id)
+            if stored is not None:
+                self._context = stored
+                log.info("resuming the dialogue in state %s", stored.state)
+                if stored.state is DialogueState.ENDED:
+                    return Reply("", Expect.NOTHING)
+                return await self._respond(self._with_prompt(templates.RESUMED), None, began)
+            await self._journal.open(
+                SessionStart(self._context.session_id, self._call.call_id, self._call.b2b_key, self._call.ani)
+            )
+            try:
+                candidates = await self._backend.find_customers_by_ani(self._call.ani) if self._call.ani else []
+            except BackendUnavailable:
+                return await self._respond(self._transfer("backend_unavailable", templates.UNAVAILABLE), None, began)
+            self._context.candidates = candidates
+            self._context.level = AuthLevel.ANI if candidates else None
+            self._context.customer_id = candidates[0] if len(candidates) == 1 else None
+            return await self._respond(Reply(templates.greeting(), Expect.FREE), None, began)
+
+    async def handle_text(self, text: str, timings: Mapping[str, float] | None = None) -> Reply:
+        """One recognised utterance (untrusted) -> what to say and do."""
+        async with self._lock:
+            began = time.monotonic()
+            if self._context.state is DialogueState.ENDED:
+                return Reply("", Expect.NOTHING)
+            secret = self._context.state in _ANSWER_IS_SECRET
+            turn = caller_turn(self._context.seq, text, secret=secret, timings=timings)
+            self._context.seq += 1
+            if len(text) > MAX_TEXT_CHARS:
+                log.warning("utterance of %d characters cut to %d", len(text), MAX_TEXT_CHARS)
+                text = text[:MAX_TEXT_CHARS]
+            return await self._respond(await self._on_text(text), turn, began)
+
+    async def handle_digits(self, digits: str, timings: Mapping[str, float] | None = None) -> Reply:
+        """Keys pressed on the keypad (DTMF), collected by the connector -> what to say and do."""
+        async with self._lock:
+            began = time.monotonic()
+            if self._context.state is DialogueState.ENDED:
+                return Reply("", Expect.NOTHING)
+            turn = keypad_turn(self._context.seq, digits, timings)
+            self._context.seq += 1
+            if not digits or not set(digits) <= _KEYPAD_KEYS:
+                log.warning("ignoring keypad input of %d keys with unexpected characters", len(digits))
+                reply = self._misunderstood()
+            else:
+                reply = await self._on_digits(digits.rstrip("#") or "#")
+            return await self._respond(reply, turn, began)
+
+    async def close(self, outcome: str = "caller_hangup") -> None:
+        """The call is over (whoever ended it): write the final record and forget the context."""
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            context = self._context
+            if context.transfer_reason is not None:
+                outcome = "transferred"
+            elif context.state is DialogueState.ENDED:
+                outcome = "completed"
+            record: dict[str, object] = {
+                "intents": context.intents,
+                "auth_failures": context.failures,
+                "turns": context.seq,
+                "final_state": context.state.value,
+            }
+            if context.transfer_reason is not None:
+                record["transfer_reason"] = context.transfer_reason
+            await self._journal.close(
+                context.session_id,
+                SessionEnd(outcome, context.level, context.intents[-1] if context.intents else None, record),
+            )
+            await self._store.delete(context.call_id)
+
+    # -- turn plumbing --
+
+    async def _respond(self, reply: Reply, caller: Turn | None, began: float) -> Reply:
+        context = self._context
+        if caller is not None:
+            await self._journal.turn(context.session_id, caller)
+        if reply.say:
+            context.last_say = reply.say
+            elapsed_ms = round((time.monotonic() - began) * 1000, 3)
+            await self._journal.turn(context.session_id, bot_turn(context.seq, reply.say, {"dialogue_ms": elapsed_ms}))
+            context.seq += 1
+        await self._store.save(context)
+        return reply
+
+    async def _audit(self, operation: str, outcome: str, **params: str) -> None:
+        entry = AuditEntry(operation, self._context.level, outcome, params)
+        await self._journal.audit(self._context.session_id, entry)
+
+    def _expect(self) -> tuple[Expect, int | None]:
+        state = self._context.state
+        if state is DialogueState.AUTH_DOB:
+            return Expect.DATE, None
+        if state is DialogueState.AUTH_FACTOR:
+            return Expect.DIGITS, LAST4_DIGITS
+        if state is DialogueState.AUTH_OTP:
+            return Expect.DIGITS, OTP_DIGITS
+        if state is DialogueState.CHOOSE_CARD:
+            return Expect.DIGITS, 1
+        if state in (DialogueState.CONFIRM, DialogueState.OFFER_AGENT):
+            return Expect.YES_NO, None
+        if state is DialogueState.ENDED:
+            return Expect.NOTHING, None
+        return Expect.FREE, None
+
+    def _prompt(self) -> str:
+        return {
+            DialogueState.LISTEN: f"{templates.SERVICES} {templates.ASK_REQUEST}",
+            DialogueState.AUTH_DOB: templates.ASK_DOB_AGAIN,
+            DialogueState.AUTH_FACTOR: templates.ASK_FACTOR_AGAIN,
+            DialogueState.AUTH_OTP: templates.ASK_OTP,
+            DialogueState.CHOOSE_CARD: templates.ASK_MENU_CHOICE,
+            DialogueState.CONFIRM: templates.ASK_YES_NO,
+            DialogueState.OFFER_AGENT: templates.ASK_YES_NO,
+            DialogueState.WRAP_UP: templates.ANYTHING_ELSE,
+            DialogueState.ENDED: "",
+        }[self._context.state]
+
+    def _reply(self, say: str) -> Reply:
+        """`say`, expecting what the current state expects."""
+        expect, max_digits = self._expect()
+        return Reply(say, expect, max_digits=max_digits)
+
+    def _with_prompt(self, lead: str) -> Reply:
+        return self._reply(f"{lead} {self._prompt()}")
+
+    def _misunderstood(self, lead: str = templates.NOT_UNDERSTOOD) -> Reply:
+        self._context.misunderstood += 1
+        if self._context.misunderstood >= MAX_MISUNDERSTOOD:
+            return self._transfer("not_understood", templates.TRANSFER_AFTER_MISUNDERSTANDING)
+        return self._with_prompt(lead)
+
+    def _transfer(self, reason: str, say: str) -> Reply:
+        context = self._context
+        context.state = DialogueState.ENDED
+        context.transfer_reason = reason
+        verified = context.level is AuthLevel.VERIFIED
+        summary = "; ".join(
+            (
+                f"reason={reason}",
+                f"auth_level={'none' if context.level is None else int(context.level)}",
+                f"customer={context.customer_id if verified else 'unverified'}",
+                f"intent={context.intents[-1] if context.intents else 'none'}",
+                f"auth_failures={context.failures}",
+            )
+        )
+        log.info("transferring to an agent: %s", reason)
+        return Reply(say, Expect.NOTHING, Transfer(reason, summary))
+
+    def _goodbye(self) -> Reply:
+        self._context.state = DialogueState.ENDED
+        return Reply(templates.GOODBYE, Expect.NOTHING, Hangup("caller_goodbye"))
+
+    def _wrap_up(self, said: str) -> Reply:
+        context = self._context
+        context.state = DialogueState.WRAP_UP
+        context.pending_intent = None
+        context.card_options = []
+        context.chosen_card = None
+        return Reply(f"{said} {templates.ANYTHING_ELSE}", Expect.FREE)
+
+    # -- speech --
+
+    async def _on_text(self, text: str) -> Reply:
+        manipulation = screen(text)
+        if manipulation is not None:
+            log.warning("manipulation attempt (%s): no data, no action", manipulation)
+            await self._audit("screen", "refused", kind=manipulation.value)
+            return self._misunderstood(templates.REFUSAL)
+        state = self._context.state
+        # Dates of birth and secrets are read here, deterministically, and never reach an understander
+        # (which may be an LLM): it only ever sees the redacted text.
+        if state is DialogueState.AUTH_DOB and (dob := parse_date(text, self._date_order)) is not None:
+            self._context.misunderstood = 0
+            return await self._on_dob(dob)
+        if state in _SECRET_STATES and has_digits(text):
+            return self._misunderstood(templates.USE_KEYPAD)  # spoken digits are never checked
+        expect, _ = self._expect()
+        safe = redact(text, mask_all_digits=state in _SECRET_STATES)
+        understanding = await self._understander.understand(safe, expect)
+        if understanding is None or understanding.confidence < MIN_CONFIDENCE:
+            return self._misunderstood()
+        return await self._on_understanding(understanding)
+
+    async def _on_understanding(self, understanding: Understanding) -> Reply:
+        context = self._context
+        intent = understanding.intent
+        if intent is Intent.AGENT:
+            context.intents.append(intent.value)
+            return self._transfer("caller_request", templates.TRANSFER)
+        if intent is Intent.GOODBYE:
+            return self._goodbye()
+        if intent is Intent.REPEAT:
+            return self._reply(context.last_say or self._prompt())
+        state = context.state
+        if state in (DialogueState.LISTEN, DialogueState.WRAP_UP):
+            if intent in SERVICE_INTENTS:
+                context.misunderstood = 0
+                return await self._request(intent)
+            if intent is Intent.NO and state is DialogueState.WRAP_UP:
+                return self._goodbye()
+            if intent is Intent.YES:
+                context.misunderstood = 0
+                context.state = DialogueState.LISTEN
+                return self._reply(templates.ASK_REQUEST)
+            return self._misunderstood()
+        if state is DialogueState.CHOOSE_CARD and intent is Intent.DIGITS and understanding.slots.digits:
+            return await self._on_menu_choice(understanding.slots.digits)
+        if state in (DialogueState.CONFIRM, DialogueState.OFFER_AGENT) and intent in (Intent.YES, Intent.NO):
+            context.misunderstood = 0
+            return await self._on_yes_no(intent is Intent.YES)
+        return self._misunderstood()
+
+    # -- keypad --
+
+    async def _on_digits(self, digits: str) -> Reply:
+        state = self._context.state
+        if state is DialogueState.AUTH_FACTOR and digits == KEYPAD_OTP_REQUEST:
+            return await self._send_otp()
+        if state is DialogueState.AUTH_FACTOR and len(digits) == LAST4_DIGITS and digits.isdigit():
+            return await self._verify_last4(digits)
+        if state is DialogueState.AUTH_OTP and digits == KEYPAD_OTP_REQUEST:
+            self._context.state = DialogueState.AUTH_FACTOR
+            return self._reply(templates.ASK_FACTOR_AGAIN)
+        if state is DialogueState.AUTH_OTP and len(digits) == OTP_DIGITS and digits.isdigit():
+            return await self._verify_otp(digits)
+        if state is DialogueState.AUTH_DOB and len(digits) == KEYPAD_DOB_DIGITS and digits.isdigit():
+            first, second, year = int(digits[:2]), int(digits[2:4]), int(digits[4:])
+            month, day = (first, second) if self._date_order is DateOrder.MDY else (second, first)
+            try:
+                dob = dt.date(year, month, day)
+            except ValueError:
+                return self._misunderstood()
+            return await self._on_dob(dob)
+        if state is DialogueState.CHOOSE_CARD:
+            return await self._on_menu_choice(digits)
+        if state in (DialogueState.LISTEN, DialogueState.WRAP_UP) and digits == KEYPAD_AGENT:
+            return self._transfer("caller_request", templates.TRANSFER)
+        return self._misunderstood()
+
+    # -- identification and verification --
+
+    async def _request(self, intent: Intent) -> Reply:
+        context = self._context
+        context.intents.append(intent.value)
+        context.pending_intent = intent
+        if context.level is AuthLevel.VERIFIED:
+            return await self._serve(intent)
+        if not context.candidates:
+            return self._transfer("unknown_caller", templates.UNKNOWN_CALLER)
+        try:
+            unlocked = [c for c in context.candidates if not await self._backend.is_voice_locked(c)]
+        except BackendUnavailable:
+            return self._transfer("backend_unavailable", templates.UNAVAILABLE)
+        if not unlocked:
+            await self._audit("verify", "voice_locked")
+            return self._transfer("voice_locked", templates.VOICE_LOCKED)
+        context.candidates = unlocked
+        context.state = DialogueState.AUTH_DOB
+        return self._reply(templates.ASK_DOB)
+
+    async def _on_dob(self, dob: dt.date) -> Reply:
+        """Note who the date matches, tell the caller nothing, and ask for the second factor."""
+        context = self._context
+        try:
+            context.dob_matches = [c for c in context.candidates if await self._backend.verify_dob(c, dob)]
+        except BackendUnavailable:
+            return self._transfer("backend_unavailable", templates.UNAVAILABLE)
+        await self._audit("verify_dob", "match" if context.dob_matches else "no_match")
+        context.state = DialogueState.AUTH_FACTOR
+        return self._reply(templates.ASK_FACTOR)
+
+    async def _send_otp(self) -> Reply:
+        context = self._context
+        # Only a single match can get a code. The reply is the same either way, so it tells nothing.
+        sent = False
+        if len(context.dob_matches) == 1:
+            try:
+                sent = await self._backend.send_otp(context.dob_matches[0])
+            except BackendUnavailable:
+                return self._transfer("backend_unavailable", templates.UNAVAILABLE)
+        await self._audit("send_otp", "sent" if sent else "not_sent")
+        context.state = DialogueState.AUTH_OTP
+        return self._reply(templates.OTP_SENT)
+
+    async def _verify_last4(self, last4: str) -> Reply:
+        try:
+            verified = [c for c in self._context.dob_matches if await self._backend.verify_card_last4(c, last4)]
+        except BackendUnavailable:
+            return self._transfer("backend_unavailable", templates.UNAVAILABLE)
+        return await self._auth_result("verify_last4", verified)
+
+    async def _verify_otp(self, code: str) -> Reply:
+        matches = self._context.dob_matches
+        try:
+            verified = matches if len(matches) == 1 and await self._backend.verify_otp(matches[0], code) else []
+        except BackendUnavailable:
+            return self._transfer("backend_unavailable", templates.UNAVAILABLE)
+        return await self._auth_result("verify_otp", list(verified))
+
+    async def _auth_result(self, operation: str, verified: list[str]) -> Reply:
+        context = self._context
+        context.dob_matches = []
+        if len(verified) > 1:  # same date of birth and same card ending: only a person can tell them apart
+            await self._audit(operation, "ambiguous")
+            return self._transfer("ambiguous_customer", templates.AMBIGUOUS_CALLER)
+        if len(verified) == 1:
+            context.customer_id = verified[0]
+            context.level = AuthLevel.VERIFIED
+            context.misunderstood = 0
+            await self._audit(operation, "verified")
+            log.info("caller verified as customer %s", context.customer_id)
+            served = await self._serve(context.pending_intent) if context.pending_intent else None
+            if served is None:
+                return self._wrap_up(templates.VERIFIED)
+            return Reply(f"{templates.VERIFIED} {served.say}", served.expect, served.action, served.max_digits)
+        context.failures += 1
+        await self._audit(operation, "failed", failures=str(context.failures))
+        if context.failures >= MAX_AUTH_FAILURES:
+            return await self._lock_out()
+        context.state = DialogueState.AUTH_DOB
+        return self._reply(f"{templates.NOT_VERIFIED} {templates.ASK_DOB_AGAIN}")
+
+    async def _lock_out(self) -> Reply:
+        for customer_id in self._context.candidates:
+            try:
+                await self._backend.lock_voice_access(customer_id)
+            except BackendUnavailable:
+                log.error("could not lock voice access for customer %s after repeated failures", customer_id)
+        await self._audit("lockout", "locked", customers=str(len(self._context.candidates)))
+        return self._transfer("auth_failed", templates.LOCKED_OUT)
+
+    # -- service --
+
+    def _principal(self) -> Principal:
+        """Who the call acts for. Services are only reached once verified; the backend checks that anyway."""
+        context = self._context
+        if context.customer_id is None or context.level is None:
+            raise BankError("no customer identified for this call")  # a dialogue bug: becomes a transfer
+        return Principal(context.customer_id, context.level)
+
+    async def _serve(self, intent: Intent) -> Reply:
+        return await self._guarded(intent, lambda: self._serve_unchecked(intent))
+
+    async def _guarded(self, intent: Intent, step: Callable[[], Awaitable[Reply]]) -> Reply:
+        """Run a service step; a backend error becomes a transfer, never a crash of the call."""
+        try:
+            return await step()
+        except NotAuthorized as exc:  # a dialogue bug: the backend caught it, the caller gets a human
+            log.error("backend refused %s: %s", intent, exc)
+            await self._audit(intent.value, "not_authorized")
+            return self._transfer("not_authorized", templates.TRANSFER)
+        except BackendUnavailable:
+            await self._audit(intent.value, "backend_unavailable")
+            return self._transfer("backend_unavailable", templates.UNAVAILABLE)
+        except BankError as exc:
+            log.error("backend error for %s: %s", intent, exc)
+            await self._audit(intent.value, "error")
+            return self._transfer("backend_error", templates.UNAVAILABLE)
+
+    async def _serve_unchecked(self, intent: Intent) -> Reply:
+        principal = self._principal()
+        if intent is Intent.CARD_DELIVERY:
+            shipments = await self._backend.card_delivery_status(principal)
+            await self._audit(Operation.DELIVERY_STATUS.value, "ok", shipments=str(len(shipments)))
+            report = templates.delivery_report(shipments, self._today())
+            if templates.needs_agent(shipments):
+                self._context.state = DialogueState.OFFER_AGENT
+                self._context.pending_intent = None
+                return self._reply(report)
+            return self._wrap_up(report)
+        if intent is Intent.BALANCE:
+            balance = await self._backend.balance(principal)
+            await self._audit(Operation.BALANCE.value, "ok")
+            return self._wrap_up(templates.balance_report(balance))
+        if intent is Intent.TRANSACTIONS:
+            transactions = await self._backend.last_transactions(principal, TRANSACTIONS_TOLD)
+            await self._audit(Operation.TRANSACTIONS.value, "ok", count=str(len(transactions)))
+            return self._wrap_up(templates.transactions_report(transactions))
+        return await self._offer_cards(intent, principal)
+
+    async def _offer_cards(self, intent: Intent, principal: Principal) -> Reply:
+        allowed_from, _ = CARD_TRANSITIONS[_CARD_OPERATIONS[intent]]
+        eligible = [card for card in await self._backend.list_cards(principal) if card.status in allowed_from]
+        if not eligible:
+            return self._wrap_up(templates.no_eligible_card(intent))
+        if len(eligible) == 1:
+            return await self._card_chosen(intent, eligible[0])
+        eligible = eligible[:MAX_MENU_CARDS]
+        self._context.card_options = [card.card_id for card in eligible]
+        self._context.state = DialogueState.CHOOSE_CARD
+        return self._reply(templates.card_menu(eligible, intent))
+
+    async def _on_menu_choice(self, digits: str) -> Reply:
+        context = self._context
+        options, intent = context.card_options, context.pending_intent
+        if intent is None or not (digits.isdigit() and 1 <= int(digits) <= len(options)):
+            return self._misunderstood()
+        context.misunderstood = 0
+        return await self._guarded(intent, lambda: self._choose_card(intent, options[int(digits) - 1]))
+
+    async def _choose_card(self, intent: Intent, card_id: str) -> Reply:
+        # Read the card again: its status may have changed since the menu was read out.
+        cards = {card.card_id: card for card in await self._backend.list_cards(self._principal())}
+        allowed_from, _ = CARD_TRANSITIONS[_CARD_OPERATIONS[intent]]
+        if card_id not in cards or cards[card_id].status not in allowed_from:
+            return self._wrap_up(templates.card_state_changed(intent))
+        return await self._card_chosen(intent, cards[card_id])
+
+    async def _card_chosen(self, intent: Intent, card: Card) -> Reply:
+        if intent is Intent.LOST_STOLEN:  # cannot be undone: ask first
+            self._context.chosen_card = card.card_id
+            self._context.state = DialogueState.CONFIRM
+            return self._reply(templates.confirm_block(card))
+        return await self._change_card(intent, card.card_id)
+
+    async def _change_card(self, intent: Intent, card_id: str) -> Reply:
+        operation = _CARD_OPERATIONS[intent]
+        change = {
+            Operation.BLOCK_CARD: self._backend.block_card,
+            Operation.LOCK_CARD: self._backend.lock_card,
+            Operation.UNLOCK_CARD: self._backend.unlock_card,
+            Operation.ACTIVATE_CARD: self._backend.activate_card,
+        }[operation]
+        try:
+            card = await change(self._principal(), card_id)
+        except (InvalidCardState, NotFound):
+            await self._audit(operation.value, "refused", card_id=card_id)
+            return self._wrap_up(templates.card_state_changed(intent))
+        await self._audit(operation.value, "ok", card_id=card_id)
+        return self._wrap_up(templates.card_changed(intent, card))
+
+    async def _on_yes_no(self, yes: bool) -> Reply:
+        context = self._context
+        if context.state is DialogueState.OFFER_AGENT:
+            if yes:
+                return self._transfer("undeliverable_card", templates.TRANSFER)
+            return self._wrap_up(templates.OKAY)
+        card_id, intent = context.chosen_card, context.pending_intent
+        if not yes or card_id is None or intent is None:
+            return self._wrap_up(templates.CANCELLED)
+        return await self._guarded(intent, lambda: self._change_card(intent, card_id))

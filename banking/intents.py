@@ -1,0 +1,97 @@
+"""What a caller means: intents, their slots, and the `Understander` seam that decides them.
+
+An understander turns one utterance (untrusted text from speech recognition) into an `Understanding`,
+or returns None when it cannot tell. The deterministic fast path is one; an LLM-backed one will be
+another, chained behind it. Understanders only classify: they never fetch data or act, so a caller
+talking one into a wrong intent gains nothing the dialogue's own checks would not give anyway.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Intent(StrEnum):
+    YES = "yes"
+    NO = "no"
+    DIGITS = "digits"  # a digit string: a menu choice (card endings and codes arrive only by DTMF)
+    DATE = "date"
+    AGENT = "agent"
+    CARD_DELIVERY = "card_delivery"
+    LOST_STOLEN = "lost_stolen"
+    LOCK_CARD = "lock_card"
+    UNLOCK_CARD = "unlock_card"
+    ACTIVATE_CARD = "activate_card"
+    BALANCE = "balance"
+    TRANSACTIONS = "transactions"
+    REPEAT = "repeat"
+    GOODBYE = "goodbye"
+
+
+# The intents that ask for a banking service; each needs a verified caller.
+SERVICE_INTENTS = frozenset(
+    {
+        Intent.CARD_DELIVERY,
+        Intent.LOST_STOLEN,
+        Intent.LOCK_CARD,
+        Intent.UNLOCK_CARD,
+        Intent.ACTIVATE_CARD,
+        Intent.BALANCE,
+        Intent.TRANSACTIONS,
+    }
+)
+
+
+class Expect(StrEnum):
+    """What the dialogue asked for, so the next input is read in that light ("one" is a menu choice)."""
+
+    FREE = "free"
+    YES_NO = "yes_no"
+    DIGITS = "digits"  # keypad entry (DTMF)
+    DATE = "date"
+    NOTHING = "nothing"  # the conversation is over
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    digits: str | None = None
+    date: dt.date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Understanding:
+    intent: Intent
+    slots: Slots = Slots()
+    confidence: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"confidence must be within [0, 1], got {self.confidence}")
+
+
+class Understander(Protocol):
+    async def understand(self, text: str, expect: Expect) -> Understanding | None:
+        """The intent of `text`, or None when this understander cannot tell.
+
+        `text` has been screened for manipulation and redacted: card numbers, codes and full dates are
+        masked, and answers given while a secret was asked for have every digit masked.
+        """
+        ...
+
+
+class ChainUnderstander:
+    """Asks each understander in turn (fast path first, then slower ones); the first answer wins."""
+
+    def __init__(self, understanders: Sequence[Understander]) -> None:
+        self._understanders = tuple(understanders)
+
+    async def understand(self, text: str, expect: Expect) -> Understanding | None:
+        for understander in self._understanders:
+            understanding = await understander.understand(text, expect)
+            if understanding is not None:
+                return understanding
+        return None

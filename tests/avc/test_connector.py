@@ -1,0 +1,438 @@
+"""The connector end to end: OpenSIPS protocol double (events + MI as in the 3.5.9 captures), real RTP on loopback.
+
+The caller's media side is `tests/support/rtp_peer.py`, which shares no code with `avc`, so a bug in our RTP or
+G.711 code cannot hide behind itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from avc.config import Settings
+from avc.connector import Connector
+from avc.rtp import RtpSender
+from tests.support.opensips_double import CallState, DoubleCall, OpenSIPSDouble, Reply, sdp_offer
+from tests.support.rtp_peer import RtpPeer, RtpPeerGroup, parse_dtmf, sine_payloads, ulaw_decode
+
+NodeFactory = Callable[..., Awaitable[Connector]]
+
+
+@pytest.fixture
+async def osips() -> AsyncIterator[OpenSIPSDouble]:
+    async with OpenSIPSDouble() as double:
+        yield double
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[RtpPeerGroup]:
+    group = RtpPeerGroup()
+    yield group
+    await group.close()
+
+
+@pytest.fixture
+async def node(osips: OpenSIPSDouble) -> AsyncIterator[NodeFactory]:
+    started: list[Connector] = []
+
+    async def make(connector_kwargs: dict[str, Any] | None = None, **overrides: Any) -> Connector:
+        base = random.randrange(20000, 60000, 200)
+        values: dict[str, Any] = {
+            "mi_url": osips.mi_datagram_uri,
+            "edge_mi_url": osips.mi_http_url,  # the double plays the edge's dialog module too
+            "event_port": 0,
+            "rtp_port_min": base,
+            "rtp_port_max": base + 99,
+            "subscription_check_interval": 0.2,
+            "echo_delay_ms": 100,
+            "rtp_timeout": 10.0,
+        }
+        values.update(overrides)
+        connector = Connector(Settings(**values), **(connector_kwargs or {}))
+        await connector.start()
+        started.append(connector)
+        await osips.wait_subscribed(3.0)
+        return connector
+
+    yield make
+    for connector in started:
+        await connector.stop()
+
+
+def answer_media(body: str | None) -> tuple[str, int]:
+    assert body, "the 200 OK carries no SDP"
+    addr = re.search(r"^c=IN IP4 (\S+)", body, re.MULTILINE)
+    port = re.search(r"^m=audio (\d+) ", body, re.MULTILINE)
+    assert addr and port, body
+    return addr.group(1), int(port.group(1))
+
+
+async def place_call(osips: OpenSIPSDouble, peer: RtpPeer, **offer: Any) -> tuple[DoubleCall, Reply]:
+    call = await osips.invite(sdp_offer("127.0.0.1", peer.port, **offer))
+    reply = await call.wait_final(3.0)
+    assert reply.code == 200, reply
+    peer.set_remote(*answer_media(reply.body))
+    return call, reply
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def dominant_frequency(pcm: np.ndarray, rate: int = 8000) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(pcm.size)))
+    return float(np.fft.rfftfreq(pcm.size, 1 / rate)[int(np.argmax(spectrum))])
+
+
+def audio_packets(peer: RtpPeer, payload_type: int = 0) -> list[Any]:
+    return [p for p in peer.received if p.payload_type == payload_type]
+
+
+def assert_all_released(connector: Connector) -> None:
+    assert connector.calls == {}
+    assert connector.ports.free == connector.ports.size
+    assert len(connector.clock) == 0
+    leftovers = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("call ", "app "))]
+    assert leftovers == []
+
+
+# -- answering and media ---------------------------------------------------------------------------------------------
+
+
+async def test_echo_call_returns_the_callers_tone_with_exact_pacing_across_a_sequence_wrap(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    # Start just below both wraps: 16-bit sequence and 32-bit timestamp must roll over mid-call.
+    def sender() -> RtpSender:
+        return RtpSender(sequence=65_520, timestamp=2**32 - 160 * 10)
+
+    connector = await node({"rtp_sender_factory": sender})
+    peer = await peers.create_peer()
+    _, reply = await place_call(osips, peer)
+    assert "a=rtpmap:0 PCMU/8000" in (reply.body or "")
+    assert "a=rtpmap:101 telephone-event/8000" in (reply.body or "")
+    peer.start_sending(sine_payloads(1000, amplitude=8000))
+    await asyncio.sleep(1.2)
+
+    packets = audio_packets(peer)
+    assert len(packets) >= 45
+    assert {p.ssrc for p in packets} == {packets[0].ssrc}
+    assert {(b.sequence - a.sequence) % 65536 for a, b in zip(packets, packets[1:], strict=False)} == {1}
+    assert {(b.timestamp - a.timestamp) % 2**32 for a, b in zip(packets, packets[1:], strict=False)} == {160}
+    assert any(p.sequence < 100 for p in packets) and any(p.sequence > 65_000 for p in packets)
+    intervals = np.diff([p.arrival for p in packets]) * 1000
+    assert 19.0 <= float(np.median(intervals)) <= 21.0
+    assert float(intervals.min()) > 5.0, "packets were sent in a burst"
+    # The last 400 ms are the caller's tone, 100 ms later.
+    echoed = ulaw_decode(b"".join(p.payload for p in packets[-20:]))
+    assert abs(dominant_frequency(echoed) - 1000) < 25
+    assert float(np.sqrt(np.mean(echoed.astype(np.float64) ** 2))) > 3000
+    assert connector.calls
+
+
+async def test_pcma_only_offer_is_answered_with_pcma(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    await node()
+    peer = await peers.create_peer()
+    _, reply = await place_call(osips, peer, codecs=("PCMA",), dtmf_pt=None)
+    assert re.search(r"^m=audio \d+ RTP/AVP 8\r$", reply.body or "", re.MULTILINE)
+    await wait_for(lambda: len(audio_packets(peer, 8)) >= 5)
+
+
+async def test_rfc4733_digits_reach_the_call_and_are_echoed_as_events(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    peer = await peers.create_peer()
+    await place_call(osips, peer)
+    peer.start_sending(sine_payloads(440))
+    for digit in "19#":
+        await peer.send_dtmf(digit, duration_ms=100)
+        await asyncio.sleep(0.1)
+    await wait_for(lambda: _echoed_digits(peer) == "19#")
+    assert connector.metrics.render().count(b"avc_rtp_packets_malformed_total 0.0") == 1
+
+
+def _echoed_digits(peer: RtpPeer) -> str:
+    seen: dict[int, str] = {}
+    for packet in peer.received:
+        if packet.payload_type == 101:
+            event = parse_dtmf(packet.payload)
+            if event.end:
+                seen.setdefault(packet.timestamp, event.digit)
+    return "".join(seen[ts] for ts in sorted(seen))
+
+
+async def test_sip_info_dtmf_is_answered_200_and_delivered(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    await node()
+    peer = await peers.create_peer()
+    call, _ = await place_call(osips, peer)
+    reply = await call.info("Signal=5\r\nDuration=160\r\n")
+    assert reply.code == 200
+    await wait_for(lambda: _echoed_digits(peer) == "5")
+    assert (await call.info("hello", content_type="text/plain")).code == 415
+
+
+async def test_reinvite_to_hold_stops_our_audio_and_resume_restarts_it(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    await node()
+    peer = await peers.create_peer()
+    call, first = await place_call(osips, peer)
+    await wait_for(lambda: len(audio_packets(peer)) >= 5)
+
+    hold = await call.reinvite(sdp_offer("127.0.0.1", peer.port, direction="sendonly"))
+    assert hold.code == 200 and "a=recvonly" in (hold.body or "")
+    assert _origin_version(hold.body) > _origin_version(first.body)
+    await asyncio.sleep(0.1)
+    held = len(audio_packets(peer))
+    await asyncio.sleep(0.3)
+    assert len(audio_packets(peer)) == held
+
+    resume = await call.reinvite(sdp_offer("127.0.0.1", peer.port, direction="sendrecv"))
+    assert resume.code == 200 and "a=sendrecv" in (resume.body or "")
+    await wait_for(lambda: len(audio_packets(peer)) >= held + 5)
+
+    refused = await call.reinvite(sdp_offer("127.0.0.1", peer.port, codecs=("G729",)))
+    assert refused.code == 488
+    await wait_for(lambda: len(audio_packets(peer)) >= held + 15)  # the old media goes on
+
+
+def _origin_version(body: str | None) -> int:
+    match = re.search(r"^o=\S+ \d+ (\d+) ", body or "", re.MULTILINE)
+    assert match
+    return int(match.group(1))
+
+
+async def test_in_dialog_options_are_answered(osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup) -> None:
+    await node()
+    call, _ = await place_call(osips, await peers.create_peer())
+    assert (await call.options()).code == 200
+
+
+# -- refusing calls --------------------------------------------------------------------------------------------------
+
+
+async def test_offer_without_g711_is_refused_with_488(osips: OpenSIPSDouble, node: NodeFactory) -> None:
+    connector = await node()
+    call = await osips.invite(sdp_offer("127.0.0.1", 6000, codecs=("G729", "GSM")))
+    assert (await call.wait_final(3.0)).code == 488
+    await wait_for(lambda: not connector.calls)
+    assert_all_released(connector)
+
+
+async def test_garbage_sdp_is_refused_with_400_and_the_next_call_works(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    call = await osips.invite("this is not SDP\r\n")
+    assert (await call.wait_final(3.0)).code == 400
+    await place_call(osips, await peers.create_peer())
+    assert len(connector.calls) == 1
+
+
+async def test_exhausted_port_pool_answers_503(osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup) -> None:
+    base = random.randrange(20000, 60000, 200)
+    connector = await node(rtp_port_min=base, rtp_port_max=base + 1)
+    await place_call(osips, await peers.create_peer())
+    second = await osips.invite(sdp_offer("127.0.0.1", 6002))
+    assert (await second.wait_final(3.0)).code == 503
+    await wait_for(lambda: len(connector.calls) == 1)
+    assert b'avc_call_rejects_total{code="503"} 1.0' in connector.metrics.render()
+
+
+async def test_draining_node_answers_new_calls_503(osips: OpenSIPSDouble, node: NodeFactory) -> None:
+    connector = await node()
+    connector.draining = True
+    call = await osips.invite(sdp_offer("127.0.0.1", 6000))
+    reply = await call.wait_final(3.0)
+    assert reply.code == 503 and "Retry-After" in (reply.extra_headers or "")
+    assert not connector.ready
+
+
+# -- ending calls ----------------------------------------------------------------------------------------------------
+
+
+async def test_caller_bye_releases_everything(osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup) -> None:
+    connector = await node()
+    call, _ = await place_call(osips, await peers.create_peer())
+    await asyncio.sleep(0.1)
+    await call.bye()
+    await wait_for(lambda: not connector.calls)
+    assert_all_released(connector)
+    assert b'avc_calls_total{outcome="caller_hangup"} 1.0' in connector.metrics.render()
+
+
+async def test_app_hangup_terminates_the_session_and_no_event_follows(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    call, _ = await place_call(osips, await peers.create_peer())
+    await connector.calls[next(iter(connector.calls))].hangup()
+    await call.wait_ended(3.0)
+    assert call.terminated_by_app
+    await wait_for(lambda: not connector.calls)
+    assert_all_released(connector)
+
+
+async def test_cancel_while_ringing_is_answered_487_then_terminated(osips: OpenSIPSDouble, node: NodeFactory) -> None:
+    connector = await node(answer_delay_ms=2000)
+    call = await osips.invite(sdp_offer("127.0.0.1", 6000))
+    await wait_for(lambda: call.state is CallState.EARLY)
+    await call.cancel()
+    await wait_for(lambda: not connector.calls)
+    assert [r.code for r in call.replies] == [180, 487]
+    methods = [r.method for r in osips.requests if r.params and r.params.get("key") == call.key]
+    assert methods[-1] == "ua_session_terminate"
+    assert call.key not in osips.sessions
+    assert_all_released(connector)
+
+
+async def test_rtp_timeout_hangs_up(osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup) -> None:
+    connector = await node(rtp_timeout=0.4)
+    call, _ = await place_call(osips, await peers.create_peer())  # the caller never sends RTP
+    await call.wait_ended(3.0)
+    assert call.terminated_by_app
+    await wait_for(lambda: not connector.calls)
+    assert b'avc_calls_total{outcome="rtp_timeout"} 1.0' in connector.metrics.render()
+
+
+async def test_connector_stop_hangs_up_active_calls(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    calls = [(await place_call(osips, await peers.create_peer()))[0] for _ in range(3)]
+    await connector.stop()
+    for call in calls:
+        assert call.terminated_by_app
+    assert_all_released(connector)
+
+
+# -- transfer and dialog mirror --------------------------------------------------------------------------------------
+
+
+async def test_successful_transfer_sends_refer_with_context_and_ends_the_ai_leg(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node(transfer_uri="sip:agents@127.0.0.1:5070")
+    call, _ = await place_call(osips, await peers.create_peer())
+    ours = next(iter(connector.calls.values()))
+    result = await ours.transfer(context={"X-AI-Intent": "card_delivery", "X-AI-Auth-Level": "1"})
+    assert result.ok and result.status == 200
+    refer = await call.wait_app_request("REFER")
+    assert "Refer-To: <sip:agents@127.0.0.1:5070>" in (refer.extra_headers or "")
+    assert "X-AI-Intent: card_delivery" in (refer.extra_headers or "")
+    await call.wait_ended(7.0)
+    await wait_for(lambda: not connector.calls)
+    assert [r.code for r in call.notify_replies] == [200, 200]
+
+
+async def test_failed_transfer_resumes_the_conversation(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    peer = await peers.create_peer()
+    call, _ = await place_call(osips, peer)
+    call.refer_outcome = 486
+    ours = next(iter(connector.calls.values()))
+    result = await ours.transfer()
+    assert not result.ok and result.status == 486
+    assert ours.state == "active"
+    before = len(audio_packets(peer))
+    await wait_for(lambda: len(audio_packets(peer)) > before + 5)
+    header_injection = await ours.transfer(context={"X-Evil": "a\r\nBYE sip:x"})
+    assert not header_injection.ok
+
+
+async def test_call_state_is_mirrored_into_the_edge_dialog_by_call_id(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node(node_id="ai-7")
+    call, _ = await place_call(osips, await peers.create_peer())
+    await wait_for(lambda: osips.dialog_values(call.call_id).get("ai_state") == "active")
+    assert osips.dialog_values(call.call_id)["ai_session"] == f"ai-7/{call.key}"
+    await call.bye()
+    # The edge's dialog ends with the BYE, so the final value is pushed but may land on a closed dialog.
+    await wait_for(lambda: any(r.params.get("dlg_val_value") == "ended" for r in _pushes(osips)))
+    assert all(r.params["DID"] == [call.call_id] for r in _pushes(osips))
+    assert b'avc_dialog_var_pushes_total{result="ok"}' in connector.metrics.render()
+
+
+def _pushes(osips: OpenSIPSDouble) -> list[Any]:
+    return [r for r in osips.requests if r.method == "dlg_push_var"]
+
+
+# -- hostile input and OpenSIPS trouble ------------------------------------------------------------------------------
+
+
+async def test_hostile_event_datagrams_are_counted_and_calls_go_on(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    osips.send_raw_event(b"{not json")
+    osips.send_raw_event(b"\xff\xfe" * 100)
+    osips.send_raw_event(b'{"jsonrpc":"2.0","method":"E_UA_SESSION","params":{"key":"x","event_type":"EXPLODED"}}')
+    osips.send_raw_event(b"[" * 60_000)
+    await place_call(osips, await peers.create_peer())
+    await wait_for(lambda: b"avc_events_malformed_total 4.0" in connector.metrics.render())
+    assert len(connector.calls) == 1
+
+
+async def test_rtp_from_a_foreign_address_and_truncated_packets_are_rejected(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    peer = await peers.create_peer()
+    intruder = await peers.create_peer()
+    await place_call(osips, peer)
+    peer.start_sending(sine_payloads(600, amplitude=8000))
+    intruder.set_remote(*peer.received[0].source if peer.received else ("127.0.0.1", 1))
+    await wait_for(lambda: len(audio_packets(peer)) > 0)
+    intruder.set_remote(*audio_packets(peer)[0].source)
+    intruder.start_sending(sine_payloads(2000, amplitude=16000))
+    peer.send_raw(b"\x80\x00\x01")
+    await asyncio.sleep(0.8)
+    stats = next(iter(connector.calls.values())).snapshot()["rtp"]
+    assert stats["rejected_source"] >= 20
+    assert stats["malformed"] == 1
+    echoed = ulaw_decode(b"".join(p.payload for p in audio_packets(peer)[-20:]))
+    assert abs(dominant_frequency(echoed) - 600) < 25, "the intruder's audio reached the call"
+
+
+async def test_opensips_restart_is_detected_and_the_subscription_renewed(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    osips.restart()
+    await osips.wait_subscribed(5.0)
+    await place_call(osips, await peers.create_peer())
+    assert b"avc_opensips_restarts_detected_total 1.0" in connector.metrics.render()
+
+
+async def test_many_calls_end_in_every_way_and_nothing_leaks(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    calls = [(await place_call(osips, await peers.create_peer()))[0] for _ in range(6)]
+    ours = list(connector.calls.values())
+    await calls[0].bye()
+    await calls[1].bye()
+    await ours[2].hangup()
+    await ours[3].hangup()
+    await ours[4].hangup("max_duration")
+    await calls[5].bye()
+    await wait_for(lambda: not connector.calls)
+    assert_all_released(connector)
