@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -20,16 +21,20 @@ PERIOD = 0.020
 
 
 class Ticking(Protocol):
-    def tick(self, periods: int) -> None:
-        """Do one period's work; `periods` > 1 when the clock skipped ticks."""
+    def send(self, periods: int) -> None:
+        """Send this period's packet; `periods` > 1 when the clock skipped ticks."""
+
+    def receive(self, periods: int) -> None:
+        """Take in what arrived since the last tick and do the period's processing."""
 
     def tick_failed(self, exc: Exception) -> None:
         """The clock dropped this stream after `tick` raised; its owner must end the call."""
 
 
 class MediaClock:
-    def __init__(self, period: float = PERIOD) -> None:
+    def __init__(self, period: float = PERIOD, on_tick: Callable[[float], None] | None = None) -> None:
         self.period = period
+        self._on_tick = on_tick  # told each tick's lateness, in seconds (a metrics histogram)
         self._streams: dict[int, Ticking] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,20 +77,30 @@ class MediaClock:
             periods += missed
             self._n += missed
         self.max_lateness = max(self.max_lateness, lateness)
+        if self._on_tick is not None:
+            self._on_tick(lateness)
         self._n += 1
         self.ticks += 1
-        for stream in list(self._streams.values()):
-            try:
-                stream.tick(periods)
-            except Exception as exc:
-                # One broken stream must not silence every other call on the node.
-                log.exception("media tick failed for a stream; removing it")
-                self._streams.pop(id(stream), None)
-                stream.tick_failed(exc)
+        streams = list(self._streams.values())
+        # Every stream sends before any does its receive work, so send times depend on the timer alone.
+        for stream in streams:
+            self._run(stream, stream.send, periods)
+        for stream in streams:
+            self._run(stream, stream.receive, periods)
         if self._streams:
             self._handle = self._loop.call_at(self._start + self._n * self.period, self._tick)
         else:
             self._handle = None
+
+    def _run(self, stream: Ticking, step: Callable[[int], None], periods: int) -> None:
+        try:
+            step(periods)
+        except Exception as exc:
+            if self._streams.pop(id(stream), None) is None:
+                return  # already dropped in this tick's send phase
+            # One broken stream must not silence every other call on the node.
+            log.exception("media tick failed for a stream; removing it")
+            stream.tick_failed(exc)
 
     def close(self) -> None:
         if self._handle is not None:

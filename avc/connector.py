@@ -60,7 +60,7 @@ class Connector:
         self._rtp_sender_factory = rtp_sender_factory
         self.calls: dict[str, Call] = {}
         self.ports = PortPool(settings.rtp_port_min, settings.rtp_port_max)
-        self.clock = MediaClock()
+        self.clock = MediaClock(on_tick=self.metrics.tick_lateness.observe)
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()

@@ -1,8 +1,14 @@
 """One call's RTP media: a UDP socket, the inbound path to 16 kHz PCM and the paced outbound path.
 
+The socket is polled by the media clock, not watched by the event loop: each 20 ms tick first sends
+one packet for every stream of the process, then drains every stream's socket. Sends are therefore
+never queued behind a burst of receive callbacks, and their spacing is the clock's own (see clock.py).
+A packet waits at most one tick in the kernel, which costs nothing: the jitter buffer plays it out on
+a tick anyway.
+
 Inbound: datagram -> source and SSRC check -> RTP parse -> DTMF events out at once, audio into the
-jitter buffer. Each 20 ms tick pulls one frame, decodes G.711, conceals a lost frame, upsamples to
-16 kHz and hands it to the call's audio sink (the engine chain, echo or tone mode).
+jitter buffer; then one frame is pulled, G.711-decoded, concealed if lost, upsampled to 16 kHz and
+handed to the call's audio sink (the engine chain, echo or tone mode).
 
 Outbound: `play()` resamples and G.711-encodes at write time, so a tick only pops a ready payload and
 sends it; an empty queue sends encoded silence (the far end keeps its jitter buffer and NAT bindings
@@ -17,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
 
 import numpy as np
 
@@ -43,6 +50,8 @@ SSRC_SWITCH_AFTER = 0.5
 # Concealment repeats the last good frame, fading, for this many frames; then silence.
 CONCEAL_FRAMES = 3
 TIMEOUT_CHECK_TICKS = 25
+MAX_DATAGRAMS_PER_TICK = 64
+RECV_SIZE = 2048  # G.711 at 20 ms is 172 bytes; anything near this size is not our RTP
 
 
 class AudioSink(Protocol):
@@ -72,7 +81,7 @@ class MediaParams:
         return self.direction in ("sendrecv", "recvonly")
 
 
-class RtpStream(asyncio.DatagramProtocol):
+class RtpStream:
     def __init__(
         self,
         *,
@@ -98,7 +107,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._nat_latching = nat_latching
         self._latched = not nat_latching
         self._remote = (params.remote_addr, params.remote_port)
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sink: AudioSink | None = None
         self._jitter_prefetch = jitter_prefetch
@@ -130,13 +139,17 @@ class RtpStream(asyncio.DatagramProtocol):
     async def open(self) -> None:
         """Bind the socket (raises OSError when the port is taken) and join the media clock."""
         self._loop = asyncio.get_running_loop()
-        await self._loop.create_datagram_endpoint(lambda: self, local_addr=(self.local_ip, self.port))
+        family = socket.AF_INET6 if ":" in self.local_ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.local_ip, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
         self._last_rx = self._loop.time()
         self._clock.add(self)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector transport is not a registered DatagramTransport subclass on 3.11: cast, not assert.
-        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def close(self) -> None:
         if self.closed:
@@ -145,8 +158,8 @@ class RtpStream(asyncio.DatagramProtocol):
         self._sync_jitter_counters()
         self._clock.discard(self)
         self._out.clear()
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            self._sock.close()
 
     def set_sink(self, sink: AudioSink | None) -> None:
         self._sink = sink
@@ -214,7 +227,7 @@ class RtpStream(asyncio.DatagramProtocol):
 
     # -- inbound ------------------------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+    def _on_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         source = (addr[0], addr[1])
         if source != self._remote:
             if self._latched:
@@ -267,25 +280,39 @@ class RtpStream(asyncio.DatagramProtocol):
             return
         self._jitter.put(packet.sequence, packet.timestamp, packet.payload)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from the caller's side is common while a call is torn down.
-        log.debug("RTP socket error: %s", exc)
+    # -- the 20 ms tick: the clock calls send() on every stream, then receive() on every stream ---------
 
-    # -- the 20 ms tick -----------------------------------------------------------------------------
-
-    def tick(self, periods: int) -> None:
-        self._ticks += 1
-        params = self.params
-        if params.receives:
-            for _ in range(periods):
-                self._deliver_frame()
-        if params.sends and self._transport is not None:
+    def send(self, periods: int) -> None:
+        if self._sock is not None and self.params.sends:
             self._send_frame(periods)
         else:
             self._sender.advance(FRAME * periods)
+
+    def receive(self, periods: int) -> None:
+        self._drain_socket()
+        if self.params.receives:
+            for _ in range(periods):
+                self._deliver_frame()
+        self._ticks += 1
         if self._ticks % TIMEOUT_CHECK_TICKS == 0:
             self._sync_jitter_counters()
             self._check_timeout()
+
+    def _drain_socket(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        # Bounded: a flood on one port must not starve the other calls' ticks; the kernel drops the excess.
+        for _ in range(MAX_DATAGRAMS_PER_TICK):
+            try:
+                data, addr = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ICMP port unreachable from the caller's side is common while a call is torn down.
+                log.debug("RTP socket error: %s", exc)
+                continue
+            self._on_datagram(data, addr)
 
     def tick_failed(self, exc: Exception) -> None:
         self._on_failure(exc)
@@ -315,7 +342,7 @@ class RtpStream(asyncio.DatagramProtocol):
         return (self._last_pcm * fade).astype(np.int16)
 
     def _send_frame(self, periods: int) -> None:
-        assert self._transport is not None
+        assert self._sock is not None
         sender = self._sender
         if self._dtmf_plan:
             payload, marker = self._dtmf_plan.popleft()
@@ -335,7 +362,15 @@ class RtpStream(asyncio.DatagramProtocol):
                 sender.advance(FRAME * (periods - 1))
             data = sender.packet(payload, self.params.codec.payload_type, FRAME, self._first_packet)
             self._first_packet = False
-        self._transport.sendto(data, self._remote)
+        try:
+            self._sock.sendto(data, self._remote)
+        except (BlockingIOError, InterruptedError):
+            self.counters.send_dropped += 1  # the kernel's send buffer is full: drop, never block the tick
+            return
+        except OSError as exc:
+            log.debug("RTP send failed: %s", exc)
+            self.counters.send_dropped += 1
+            return
         self.counters.sent += 1
 
     def _check_timeout(self) -> None:

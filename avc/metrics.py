@@ -27,6 +27,7 @@ class RtpCounters:
     rejected_source: int = 0
     malformed: int = 0
     concealed: int = 0
+    send_dropped: int = 0
 
     def add(self, other: RtpCounters) -> None:
         for f in fields(self):
@@ -42,6 +43,7 @@ _RTP_HELP = {
     "rejected_source": "RTP packets dropped because they came from an address not in the SDP",
     "malformed": "datagrams on an RTP port that are not valid RTP",
     "concealed": "20 ms frames filled by loss concealment",
+    "send_dropped": "RTP packets not sent because the socket's send buffer was full",
 }
 
 
@@ -107,6 +109,12 @@ class Metrics:
         self.dtmf = Counter("avc_dtmf_digits", "DTMF digits received, by source", ["source"], registry=r)
         self.dialog_pushes = Counter(
             "avc_dialog_var_pushes", "dlg_push_var calls to the edge, by result", ["result"], registry=r
+        )
+        self.tick_lateness = Histogram(
+            "avc_media_tick_lateness_seconds",
+            "How late each 20 ms media tick ran behind its schedule (send-time jitter of every stream)",
+            buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05),
+            registry=r,
         )
         self.port_pool_free = Gauge("avc_rtp_port_pool_free", "Free RTP ports", registry=r)
         self.port_pool_size = Gauge("avc_rtp_port_pool_size", "RTP ports in the pool", registry=r)
