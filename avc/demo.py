@@ -80,31 +80,34 @@ async def demo() -> dict[str, Any]:
         await group.close()
         await connector.stop()
 
-    sent = np.concatenate([ulaw_decode(f) for f in tune])
     received = [p for p in peer.received if p.payload_type == 0]
-    heard = ulaw_decode(b"".join(p.payload for p in received)) if received else np.zeros(0, np.int16)
     digits = sorted({p.timestamp: parse_dtmf(p.payload).digit for p in peer.received if p.payload_type == 101}.items())
-    OUT.mkdir(exist_ok=True)
-    wav_path = OUT / "demo-call.wav"
-    length = max(sent.size, heard.size)
-    stereo = np.zeros((length, 2), dtype=np.int16)
-    stereo[: sent.size, 0] = sent
-    stereo[: heard.size, 1] = heard
-    with wave.open(str(wav_path), "wb") as wav:
-        wav.setnchannels(2)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(stereo.tobytes())
     summary = {
         "mode": settings.mode,
         "answer_ms": round(answered_ms, 1),
         "packets_from_connector": len(received),
         "digits_echoed": "".join(d for _, d in digits),
         "record": record,
-        "wav": str(wav_path),
     }
-    (OUT / "demo-call.json").write_text(json.dumps(summary, indent=2))
+    heard = ulaw_decode(b"".join(p.payload for p in received)) if received else np.zeros(0, np.int16)
+    write_outputs(np.concatenate([ulaw_decode(f) for f in tune]), heard, summary)
     return summary
+
+
+def write_outputs(caller: np.ndarray, connector: np.ndarray, summary: dict[str, Any]) -> None:
+    """out/demo-call.wav (caller left, connector right, 8 kHz) and out/demo-call.json."""
+    OUT.mkdir(exist_ok=True)
+    wav_path = OUT / "demo-call.wav"
+    stereo = np.zeros((max(caller.size, connector.size), 2), dtype=np.int16)
+    stereo[: caller.size, 0] = caller
+    stereo[: connector.size, 1] = connector
+    with wave.open(str(wav_path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(stereo.tobytes())
+    summary["wav"] = str(wav_path)
+    (OUT / "demo-call.json").write_text(json.dumps(summary, indent=2))
 
 
 def main() -> None:

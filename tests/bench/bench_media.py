@@ -143,6 +143,18 @@ def scrape(url: str) -> dict[str, float]:
     return values
 
 
+def start_connector(env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
+    """`avc serve` pinned to CPU 0; its log goes to `log_path`."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "avc.cli", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+        )
+
+
 def answer_port(body: str | None) -> int:
     match = re.search(r"^m=audio (\d+) ", body or "", re.MULTILINE)
     if match is None:
@@ -188,14 +200,7 @@ class Bench:
             AVC_LOG_LEVEL="WARNING",
             AVC_RTP_TIMEOUT="60",
         )
-        log = open(self.args.log, "wb")  # noqa: SIM115 - lives as long as the child process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "avc.cli", "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=lambda: os.sched_setaffinity(0, {0}),
-        )
+        self.proc = start_connector(env, self.args.log)
         await self.osips.wait_subscribed(15.0)
         self.baseline_rss = proc_rss_mb(self.proc.pid)
         loop = asyncio.get_running_loop()
