@@ -437,3 +437,54 @@ async def test_many_calls_end_in_every_way_and_nothing_leaks(
     await calls[5].bye()
     await wait_for(lambda: not connector.calls)
     assert_all_released(connector)
+
+
+# -- modes and options -----------------------------------------------------------------------------------------------
+
+
+async def test_tone_mode_sends_the_1004_hz_test_tone(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    await node(mode="tone")
+    peer = await peers.create_peer()
+    await place_call(osips, peer)
+    await wait_for(lambda: len(audio_packets(peer)) >= 30)
+    heard = ulaw_decode(b"".join(p.payload for p in audio_packets(peer)[-25:]))
+    assert abs(dominant_frequency(heard) - 1004) < 20
+
+
+async def test_nat_latching_adopts_the_first_source_only_when_enabled(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    await node(nat_latching=True)
+    behind_nat = await peers.create_peer()
+    # The SDP names a port nobody sends from, as a caller behind NAT would.
+    call = await osips.invite(sdp_offer("127.0.0.1", 9))
+    reply = await call.wait_final(3.0)
+    behind_nat.set_remote(*answer_media(reply.body))
+    behind_nat.start_sending(sine_payloads(700, amplitude=8000))
+    await wait_for(lambda: len(audio_packets(behind_nat)) >= 20)
+    heard = ulaw_decode(b"".join(p.payload for p in audio_packets(behind_nat)[-10:]))
+    assert abs(dominant_frequency(heard) - 700) < 25
+
+
+async def test_without_nat_latching_a_caller_behind_nat_is_not_heard(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node()
+    behind_nat = await peers.create_peer()
+    call = await osips.invite(sdp_offer("127.0.0.1", 9))
+    reply = await call.wait_final(3.0)
+    behind_nat.set_remote(*answer_media(reply.body))
+    behind_nat.start_sending(sine_payloads(700))
+    await asyncio.sleep(0.5)
+    assert audio_packets(behind_nat) == []
+    assert next(iter(connector.calls.values())).snapshot()["rtp"]["rejected_source"] >= 15
+
+
+async def test_max_duration_hangs_up(osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup) -> None:
+    connector = await node(max_duration=0.3)
+    call, _ = await place_call(osips, await peers.create_peer())
+    await call.wait_ended(3.0)
+    assert call.terminated_by_app
+    await wait_for(lambda: b'avc_calls_total{outcome="max_duration"} 1.0' in connector.metrics.render())
