@@ -76,6 +76,7 @@ class Connector:
         self.metrics.add_rtp_source(self._live_counters)
         self.metrics.port_pool_size.set(self.ports.size)
         self.metrics.port_pool_free.set_function(lambda: self.ports.free)
+        self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     @property
     def mi(self) -> OpenSIPSMI:

@@ -118,6 +118,41 @@ class Metrics:
         )
         self.port_pool_free = Gauge("avc_rtp_port_pool_free", "Free RTP ports", registry=r)
         self.port_pool_size = Gauge("avc_rtp_port_pool_size", "RTP ports in the pool", registry=r)
+        # The conversation layer (engine chain, dialogue, storage); the media core leaves these at zero.
+        self.turn_stage = Histogram(
+            "avc_turn_stage_seconds",
+            "Per-turn latency by stage: endpoint (speech end -> turn end), asr, dialogue, llm_first_token, "
+            "tts_first_audio, voice_to_voice (caller's speech end -> first reply packet with speech)",
+            ["stage"],
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0),
+            registry=r,
+        )
+        self.barge_ins = Counter("avc_barge_ins", "Caller speech that interrupted the bot", registry=r)
+        self.barge_in_stop = Histogram(
+            "avc_barge_in_stop_seconds",
+            "From the caller's speech onset to the bot's last packet of speech",
+            buckets=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=r,
+        )
+        self.engine_errors = Counter(
+            "avc_engine_errors", "Engine failures, by engine kind and provider", ["engine", "provider"], registry=r
+        )
+        self.engine_fallbacks = Counter(
+            "avc_engine_fallbacks",
+            "Requests served by a fallback provider after the primary failed",
+            ["engine", "primary", "fallback"],
+            registry=r,
+        )
+        self.auth_outcomes = Counter(
+            "avc_auth_outcomes", "Caller authentication attempts, by result", ["result"], registry=r
+        )
+        self.writer_queue_depth = Gauge(
+            "avc_writer_queue_depth", "Conversation records waiting to be written to PostgreSQL", registry=r
+        )
+        self.writer_failures = Counter(
+            "avc_writer_failures", "PostgreSQL writes that failed and were queued for replay", registry=r
+        )
+        self.ready = Gauge("avc_ready", "1 while the node accepts new calls (readiness)", registry=r)
         self.rtp_finished = RtpCounters()
         self._rtp_sources: list[Callable[[], Iterable[RtpCounters]]] = []
         r.register(RtpCollector(self._live_rtp, self.rtp_finished))
