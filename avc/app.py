@@ -7,6 +7,7 @@ transfer, mirror a value into the edge dialog). The application never sees SIP, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +35,21 @@ class Media(Protocol):
 
     @property
     def frames_played(self) -> int: ...
+
+    @property
+    def frames_queued(self) -> int: ...
+
+    @property
+    def speaking(self) -> bool: ...
+
+    @property
+    def last_audio_sent(self) -> float: ...
+
+    def when_sent(self, index: int) -> asyncio.Future[float]: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None: ...
 

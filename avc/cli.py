@@ -12,16 +12,24 @@ import urllib.error
 import urllib.request
 from contextlib import suppress
 
+from avc.chain import chain_factory
 from avc.config import ConfigError, Settings, load_settings
 from avc.connector import Connector
+from avc.engine_setup import build_chain
 from avc.logs import setup_logging
+from avc.metrics import Metrics
 from avc.ops_http import start_http
 
 log = logging.getLogger("avc")
 
 
 async def serve(settings: Settings) -> None:
-    connector = Connector(settings)
+    metrics = Metrics()
+    deps = None
+    if settings.mode == "chain":
+        # Models load before the node subscribes to events: no call arrives before it can be answered.
+        deps = await build_chain(settings, metrics)
+    connector = Connector(settings, app_factory=chain_factory(deps) if deps else None, metrics=metrics)
     await connector.start()
     runner = await start_http(connector, settings.http_host, settings.http_port)
     stop = asyncio.Event()
@@ -35,6 +43,8 @@ async def serve(settings: Settings) -> None:
     await connector.drain()
     await connector.stop()
     await runner.cleanup()
+    if deps is not None:
+        deps.close()
 
 
 def calls(url: str) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("echo", "tone", "chain")
+RESPONDERS = ("repeat", "llm", "banking")
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,15 @@ class Settings:
     max_calls: int = 200
     max_duration: float = 3600.0
     mode: str = "echo"
+    # Engine chain (mode "chain"): models from the manifest `make models` writes.
+    models_dir: str = ".models"
+    responder: str = "repeat"  # repeat | llm | banking
+    vad_model: str = "silero-vad"
+    asr_model: str = "whisper-tiny.en"
+    asr_threads: int = 2
+    llm_model: str = "smollm2-135m"
+    llm_threads: int = 2
+    tts_model: str = "piper-joe-medium"
     echo_delay_ms: int = 200
     # >0: send 180 Ringing and answer this much later (lets a caller's CANCEL be answered with 487).
     answer_delay_ms: int = 0
@@ -74,6 +84,8 @@ class Settings:
                     raise ConfigError(
                         f"AVC_{name.upper()}={value!r} must be an IP address (SDP carries no names)"
                     ) from None
+        if self.responder not in RESPONDERS:
+            raise ConfigError(f"AVC_RESPONDER={self.responder!r} is not one of {', '.join(RESPONDERS)}")
         if self.max_calls < 1:
             raise ConfigError("AVC_MAX_CALLS must be at least 1")
 

@@ -131,7 +131,11 @@ class RtpStream:
         self._silence_pcm = np.zeros(FRAME, dtype=np.int16)
         self._silence_payload = bytes([params.codec.silence_byte]) * FRAME
         self._first_packet = True
-        self.frames_played = 0
+        self.frames_played = 0  # audio frames (not silence) actually sent
+        self.last_audio_sent = 0.0  # loop time of the last audio frame sent (barge-in stop latency)
+        self.frames_queued = 0  # audio frames ever queued; a frame's index is its place in this count
+        self.paused = False
+        self._marks: deque[tuple[int, asyncio.Future[float]]] = deque()
         self.closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -158,6 +162,8 @@ class RtpStream:
         self._sync_jitter_counters()
         self._clock.discard(self)
         self._out.clear()
+        while self._marks:
+            self._marks.popleft()[1].cancel()
         if self._sock is not None:
             self._sock.close()
 
@@ -203,12 +209,34 @@ class RtpStream:
         encoded = self.params.codec.encode(pcm8[:whole])
         frames = whole // FRAME
         self._out.extend(encoded[i * FRAME : (i + 1) * FRAME] for i in range(frames))
+        self.frames_queued += frames
         return frames
+
+    def when_sent(self, index: int) -> asyncio.Future[float]:
+        """A future set to the loop time at which audio frame `index` goes out (cancelled if it is flushed)."""
+        assert self._loop is not None
+        future: asyncio.Future[float] = self._loop.create_future()
+        if index < self.frames_played:
+            future.set_result(self._loop.time())
+        else:
+            self._marks.append((index, future))
+        return future
+
+    def pause(self) -> None:
+        """Hold the queued audio and send silence (a possible barge-in: stop now, decide later)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
     def flush(self) -> int:
         """Drop everything not yet sent (barge-in); returns the number of frames dropped."""
         dropped = len(self._out)
         self._out.clear()
+        self.paused = False
+        self.frames_queued = self.frames_played
+        while self._marks:
+            self._marks.popleft()[1].cancel()
         self._out_tail = np.zeros(0, dtype=np.int16)
         for resampler in self._out_resamplers.values():
             resampler.reset()
@@ -217,6 +245,11 @@ class RtpStream:
     @property
     def pending_frames(self) -> int:
         return len(self._out)
+
+    @property
+    def speaking(self) -> bool:
+        """Audio is queued or held: the far end hears (or is about to hear) the bot."""
+        return bool(self._out) or bool(self._out_tail.size)
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         if self.params.dtmf_payload_type is None:
@@ -353,9 +386,13 @@ class RtpStream:
             data = sender.event_packet(payload, dtmf_pt, self._dtmf_ts, marker)
             sender.advance(FRAME * periods)
         else:
-            if self._out:
+            if self._out and not self.paused:
                 payload = self._out.popleft()
                 self.frames_played += 1
+                assert self._loop is not None
+                self.last_audio_sent = self._loop.time()
+                if self._marks and self._marks[0][0] < self.frames_played:
+                    self._resolve_marks()
             else:
                 payload = self._silence_payload
             if periods > 1:
@@ -372,6 +409,14 @@ class RtpStream:
             self.counters.send_dropped += 1
             return
         self.counters.sent += 1
+
+    def _resolve_marks(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        while self._marks and self._marks[0][0] < self.frames_played:
+            future = self._marks.popleft()[1]
+            if not future.done():
+                future.set_result(now)
 
     def _check_timeout(self) -> None:
         if self._timed_out or not self.params.receives or self._loop is None:

@@ -1,0 +1,310 @@
+"""The per-call engine chain: audio in -> VAD -> turn detection -> ASR -> responder -> TTS -> audio out.
+
+One `ChainApp` per call, on the call's audio seam (`avc.app`). Engines are loaded once per process and shared
+(`ChainDeps`); their inference runs in their own bounded thread pools, so the media tick never waits for a model.
+
+Listening: 20 ms frames from the media tick are queued, cut into VAD frames (32 ms for Silero) and judged in the
+VAD pool. Speech goes to a fresh ASR stream per utterance, with a little audio from before the detected onset.
+At the first pause the chain already decodes what it has (speculation), so when the silence lasts long enough to
+end the turn the text is usually ready: ASR time hides inside the endpointing wait.
+
+Speaking: the responder's sentences are synthesised one at a time and queued for playout as they come, so the
+first sentence plays while later ones are still being generated. Each sentence's place in the outbound frame
+count is kept: after a barge-in the conversation records only what the caller actually heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from avc.app import CallApp, CallControl
+from avc.dtmf import DtmfEvent
+from avc.metrics import Metrics
+from avc.prompts import RATE as PROMPT_RATE
+from avc.prompts import PromptCache
+from avc.responder import BotTurn, Responder, ResponderFactory, TurnTiming
+from avc.turns import Signal, TurnDetector, TurnSettings
+from engines.base import ASR_SAMPLE_RATE, AsrStream
+from engines.offload import InferencePool
+from engines.registry import Engines
+
+log = logging.getLogger(__name__)
+
+PREROLL_S = 0.3  # audio kept from before the detected onset: VAD needs a few frames to be sure
+INTER_DIGIT_S = 3.0
+DIGIT_TERMINATOR = "#"
+
+
+@dataclass
+class ChainDeps:
+    """What every call's chain shares."""
+
+    engines: Engines
+    prompts: PromptCache
+    responder_factory: ResponderFactory
+    metrics: Metrics
+    turn_settings: TurnSettings = field(default_factory=TurnSettings)
+    vad_pool: InferencePool = field(default_factory=lambda: InferencePool("vad", 1))
+
+    def close(self) -> None:
+        self.vad_pool.close()
+        self.engines.close()
+
+
+@dataclass
+class _Spoken:
+    text: str
+    start: int  # outbound frame index of the sentence's first frame
+    end: int
+
+
+class ChainApp:
+    def __init__(self, call: CallControl, deps: ChainDeps) -> None:
+        self._call = call
+        self._deps = deps
+        self._audio: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        self._digits: asyncio.Queue[str] = asyncio.Queue()
+        self._vad = deps.engines.vad.new_stream()
+        self._frame = deps.engines.vad.frame_size
+        self._detector = TurnDetector(deps.turn_settings)
+        self._asr: AsrStream | None = None
+        self._speculation: asyncio.Task[str] | None = None
+        self._speaker: asyncio.Task[None] | None = None
+        self._responder: Responder | None = None
+        self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_S * ASR_SAMPLE_RATE / self._frame)))
+        self._max_digits: int | None = None
+        self._barge_onset: float | None = None
+        self.turns: list[dict[str, Any]] = []
+        self.outcome = "caller_hangup"
+
+    # -- the audio seam ---------------------------------------------------------------------------
+
+    def on_audio(self, pcm: np.ndarray) -> None:
+        self._audio.put_nowait(pcm)
+
+    def on_dtmf(self, event: DtmfEvent) -> None:
+        self._deps.metrics.dtmf.labels(event.source).inc()
+        self._digits.put_nowait(event.digit)
+
+    async def run(self) -> None:
+        facts = self._call.facts
+        self._responder = self._deps.responder_factory(facts.call_id, facts.ani)
+        try:
+            self._start_speaking(await self._responder.greet(), None)
+            await asyncio.gather(self._listen(), self._keys())
+        finally:
+            await self._stop_speaking(flush=True)
+            if self._speculation is not None:
+                self._speculation.cancel()
+            with contextlib.suppress(Exception):
+                await self._responder.close(self.outcome)
+
+    # -- listening ----------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        pending = np.zeros(0, dtype=np.int16)
+        frame_s = self._frame / ASR_SAMPLE_RATE
+        timing = TurnTiming()
+        while True:
+            pending = np.concatenate((pending, await self._audio.get()))
+            while pending.size >= self._frame:
+                frame, pending = pending[: self._frame], pending[self._frame :]
+                prob = await self._deps.vad_pool.run(self._vad.probability, frame)
+                now = time.monotonic()
+                signal = self._detector.feed(prob, now, frame_s, self._bot_speaking())
+                self._preroll.append(frame)
+                if signal is Signal.SPEECH_START or signal is Signal.BARGE_IN_CONFIRM:
+                    if signal is Signal.BARGE_IN_CONFIRM:
+                        await self._barge_in(now)
+                    self._begin_utterance()
+                elif self._asr is not None and self._detector.in_speech:
+                    self._asr.feed(frame)
+                if signal is Signal.SPECULATE:
+                    self._speculate()
+                elif signal is Signal.BARGE_IN_PAUSE:
+                    self._barge_onset = self._detector.barge_onset
+                    self._call.media.pause()
+                elif signal is Signal.BARGE_IN_RESUME:
+                    self._call.media.resume()
+                elif signal is Signal.TURN_END:
+                    timing = TurnTiming(speech_end=self._detector.speech_end, turn_end=now)
+                    await self._end_of_turn(timing)
+
+    def _begin_utterance(self) -> None:
+        self._asr = self._deps.engines.asr.new_stream()
+        for frame in self._preroll:
+            self._asr.feed(frame)
+        if self._speculation is not None:
+            self._speculation.cancel()
+            self._speculation = None
+
+    def _speculate(self) -> None:
+        asr = self._asr
+        if asr is None:
+            return
+        task = asyncio.create_task(asr.update_partial())
+        task.add_done_callback(self._on_speculation)
+        self._speculation = task
+
+    def _on_speculation(self, task: asyncio.Task[str]) -> None:
+        if task is self._speculation and not task.cancelled() and task.exception() is None:
+            self._detector.evidence(task.result())
+
+    async def _end_of_turn(self, timing: TurnTiming) -> None:
+        speculation, self._speculation = self._speculation, None
+        asr, self._asr = self._asr, None
+        if speculation is None or asr is None:
+            return
+        try:
+            text = (await speculation).strip()
+        except Exception:
+            self._deps.metrics.engine_errors.labels("asr", "local").inc()
+            log.exception("speech recognition failed; the caller will be asked to repeat")
+            text = ""
+        timing.asr_done = time.monotonic()
+        if not text:
+            log.debug("end of turn with no words (noise)")
+            return
+        assert self._responder is not None
+        log.info("caller turn: %d characters, asr %.0f ms", len(text), (timing.asr_done - timing.turn_end) * 1000)
+        await self._stop_speaking(flush=True)
+        self._start_speaking(await self._responder.on_text(text, timing), timing)
+
+    # -- keys ---------------------------------------------------------------------------------------
+
+    async def _keys(self) -> None:
+        while True:
+            first = await self._digits.get()
+            # A key press interrupts a prompt, as on any IVR.
+            await self._stop_speaking(flush=True)
+            digits = first
+            while digits[-1] != DIGIT_TERMINATOR and (self._max_digits is None or len(digits) < self._max_digits):
+                try:
+                    digits += await asyncio.wait_for(self._digits.get(), INTER_DIGIT_S)
+                except TimeoutError:
+                    break
+            assert self._responder is not None
+            timing = TurnTiming(speech_end=time.monotonic())
+            timing.turn_end = timing.asr_done = timing.speech_end
+            log.info("caller keyed %d digits", len(digits))  # never the digits themselves
+            self._start_speaking(await self._responder.on_digits(digits.rstrip(DIGIT_TERMINATOR), timing), timing)
+
+    # -- speaking -----------------------------------------------------------------------------------
+
+    def _bot_speaking(self) -> bool:
+        return (self._speaker is not None and not self._speaker.done()) or self._call.media.speaking
+
+    def _start_speaking(self, turn: BotTurn, timing: TurnTiming | None) -> None:
+        self._detector.expect_short_answer(turn.expect in ("yes_no", "digits"))
+        self._max_digits = turn.max_digits
+        self._speaker = asyncio.create_task(self._speak(turn, timing or TurnTiming()), name="speaker")
+
+    async def _stop_speaking(self, flush: bool) -> None:
+        speaker, self._speaker = self._speaker, None
+        if flush:
+            self._call.media.flush()
+        if speaker is not None and not speaker.done():
+            speaker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await speaker
+
+    async def _barge_in(self, now: float) -> None:
+        media = self._call.media
+        onset = self._barge_onset or now
+        self._barge_onset = None
+        media.flush()  # silence on the very next packet
+        self._deps.metrics.barge_ins.inc()
+        if media.last_audio_sent >= onset:
+            self._deps.metrics.barge_in_stop.observe(media.last_audio_sent - onset)
+        log.info("barge-in: the caller interrupted the bot")
+        await self._stop_speaking(flush=False)
+
+    async def _speak(self, turn: BotTurn, timing: TurnTiming) -> None:
+        media = self._call.media
+        tts = self._deps.engines.tts
+        spoken: list[_Spoken] = []
+        first_sentence = True
+        try:
+            async for sentence in turn.sentences:
+                if first_sentence:
+                    timing.first_sentence = time.monotonic()
+                start = media.frames_queued
+                cached = self._deps.prompts.get(sentence)
+                if cached is not None:
+                    media.play(cached, PROMPT_RATE)
+                    if first_sentence:
+                        timing.tts_first_audio = time.monotonic()
+                else:
+                    async for chunk in tts.stream(sentence):
+                        if first_sentence and not timing.tts_first_audio:
+                            timing.tts_first_audio = time.monotonic()
+                        media.play(chunk, tts.sample_rate, pad=False)
+                    media.play(np.zeros(0, dtype=np.int16), tts.sample_rate)
+                spoken.append(_Spoken(sentence, start, media.frames_queued))
+                if first_sentence and media.frames_queued > start:
+                    media.when_sent(start).add_done_callback(lambda f: self._first_packet(f, timing))
+                first_sentence = False
+            if spoken and spoken[-1].end > spoken[-1].start:
+                await media.when_sent(spoken[-1].end - 1)
+        except asyncio.CancelledError:
+            self._report_spoken(spoken, interrupted=True)
+            raise
+        except Exception:
+            self._deps.metrics.engine_errors.labels("tts", "local").inc()
+            log.exception("speaking failed")
+            self._report_spoken(spoken, interrupted=True)
+            return
+        self._report_spoken(spoken, interrupted=False)
+        await self._after_speaking(turn)
+
+    async def _after_speaking(self, turn: BotTurn) -> None:
+        if turn.transfer is not None:
+            result = await self._call.transfer(context=turn.transfer)
+            if not result.ok:
+                assert self._responder is not None
+                self._start_speaking(await self._responder.transfer_failed(), None)
+            else:
+                self.outcome = "transferred"
+        elif turn.hangup:
+            self.outcome = "goodbye"
+            await self._call.hangup("goodbye")
+
+    def _report_spoken(self, spoken: Sequence[_Spoken], interrupted: bool) -> None:
+        if self._responder is None or not spoken:
+            return
+        played = self._call.media.frames_played
+        words: list[str] = []
+        for part in spoken:
+            if played >= part.end:
+                words.append(part.text)
+            elif played > part.start:
+                share = (played - part.start) / max(1, part.end - part.start)
+                sentence_words = part.text.split()
+                words.extend(sentence_words[: int(len(sentence_words) * share)])
+        self._responder.on_spoken(" ".join(words), interrupted)
+
+    def _first_packet(self, future: asyncio.Future[float], timing: TurnTiming) -> None:
+        if future.cancelled() or not timing.speech_end:
+            return
+        timing.first_packet = future.result()
+        stages = timing.stages()
+        for stage, seconds in stages.items():
+            self._deps.metrics.turn_stage.labels(stage).observe(seconds)
+        self.turns.append(stages)
+        log.info("turn latency: %s", " ".join(f"{k}={v * 1000:.0f}ms" for k, v in stages.items()))
+
+
+def chain_factory(deps: ChainDeps) -> Callable[[CallControl], CallApp]:
+    def make(call: CallControl) -> CallApp:
+        return ChainApp(call, deps)
+
+    return make

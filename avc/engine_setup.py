@@ -1,0 +1,59 @@
+"""Load the engine chain a connector node needs, from its settings and the local model manifest.
+
+Blocking model loads run in a worker thread; a missing model stops start-up with an error that names
+`make models`. Static prompts are synthesised here, before the node reports ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from avc.chain import ChainDeps
+from avc.config import Settings
+from avc.metrics import Metrics
+from avc.prompts import PromptCache
+from avc.responder import LlmResponder, RepeatResponder, Responder, ResponderFactory
+from engines.manifest import Manifest
+from engines.registry import Engines, build_engines
+
+log = logging.getLogger(__name__)
+
+
+def engine_config(settings: Settings) -> Mapping[str, object]:
+    return {
+        "vad": {"provider": "silero", "model": settings.vad_model},
+        "asr": {"provider": "whisper", "model": settings.asr_model, "cpu_threads": settings.asr_threads},
+        "llm": {"provider": "llama", "model": settings.llm_model, "n_threads": settings.llm_threads},
+        "tts": {"provider": "piper", "model": settings.tts_model},
+    }
+
+
+def responder_factory(settings: Settings, engines: Engines) -> ResponderFactory:
+    if settings.responder == "repeat":
+        return RepeatResponder
+    if settings.responder == "llm":
+
+        def llm_responder(call_id: str, ani: str | None) -> Responder:
+            return LlmResponder(engines.llm)
+
+        return llm_responder
+    raise ValueError(f"responder {settings.responder!r} is built by the banking setup")
+
+
+async def build_chain(settings: Settings, metrics: Metrics, responders: ResponderFactory | None = None) -> ChainDeps:
+    manifest = await asyncio.to_thread(Manifest.load, Path(settings.models_dir))
+    engines = await asyncio.to_thread(build_engines, engine_config(settings), manifest)
+    factory = responders or responder_factory(settings, engines)
+    prompts = PromptCache(engines.tts)
+    await prompts.warm(factory("warm-up", None).static_prompts())
+    log.info(
+        "engine chain ready: %s, %s, %s, %s",
+        settings.vad_model,
+        settings.asr_model,
+        settings.llm_model,
+        settings.tts_model,
+    )
+    return ChainDeps(engines=engines, prompts=prompts, responder_factory=factory, metrics=metrics)

@@ -1,0 +1,145 @@
+"""Turn-taking from VAD probabilities: when the caller starts, when they have finished, when they barge in.
+
+Pure logic over (probability, time) pairs, one per VAD frame, so every rule here is testable without audio.
+
+End of turn is VAD silence plus ASR evidence: after `speculate_s` of silence the chain decodes what it has; the
+turn ends after `end_silence_s` (shorter when a short answer is expected: yes/no, digits) unless the words so far
+look unfinished ("and", "um", a trailing comma), which buys the caller `hesitation_s` more.
+
+Barge-in, while the bot speaks, needs a higher probability (the bot's own echo and line noise reach the VAD
+too) and is decided in two steps: the first loud frame pauses playout at once (a fast stop), and only speech
+that lasts `barge_in_confirm_s` confirms it (the bot's audio is dropped and its reply cancelled). A cough or a
+click pauses the bot for a moment, then it resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum, auto
+
+UNFINISHED = re.compile(r"(\b(and|but|or|so|because|um+|uh+|er|the|a|my|to|of|is)|[,\-])\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    speech_threshold: float = 0.5
+    silence_threshold: float = 0.35
+    min_speech_s: float = 0.12  # shorter bursts are clicks, not words
+    speculate_s: float = 0.2
+    end_silence_s: float = 0.45
+    short_answer_silence_s: float = 0.3
+    hesitation_s: float = 0.5
+    barge_in_threshold: float = 0.8
+    barge_in_confirm_s: float = 0.16
+    barge_in_hold_s: float = 0.3  # a paused bot resumes if speech does not return within this
+
+
+class Signal(Enum):
+    SPEECH_START = auto()
+    SPECULATE = auto()  # decode what we have: the turn may be over
+    TURN_END = auto()
+    BARGE_IN_PAUSE = auto()
+    BARGE_IN_CONFIRM = auto()
+    BARGE_IN_RESUME = auto()
+
+
+class TurnDetector:
+    def __init__(self, settings: TurnSettings | None = None) -> None:
+        self.s = settings or TurnSettings()
+        self.in_speech = False
+        self.speech_start = 0.0
+        self.speech_end = 0.0  # when the last speech frame ended
+        self._loud_since: float | None = None
+        self._speculated = False
+        self._short_answer = False
+        self._partial = ""
+        self._barge_started: float | None = None
+        self._barge_quiet_since: float | None = None
+
+    def expect_short_answer(self, short: bool) -> None:
+        self._short_answer = short
+
+    def evidence(self, partial: str) -> None:
+        """What the speculative decode heard; it can extend the wait for the end of the turn."""
+        self._partial = partial
+
+    def reset(self) -> None:
+        self.in_speech = False
+        self._loud_since = None
+        self._speculated = False
+        self._partial = ""
+        self._barge_started = None
+        self._barge_quiet_since = None
+
+    def end_wait(self) -> float:
+        wait = self.s.short_answer_silence_s if self._short_answer else self.s.end_silence_s
+        if self._partial and UNFINISHED.search(self._partial):
+            wait += self.s.hesitation_s
+        return wait
+
+    def feed(self, prob: float, now: float, frame_s: float, bot_speaking: bool) -> Signal | None:
+        """One VAD frame that ended at `now`; returns what it means, if anything."""
+        if bot_speaking and not self.in_speech:
+            return self._barge(prob, now, frame_s)
+        self._barge_started = None
+        if not self.in_speech:
+            if prob >= self.s.speech_threshold:
+                if self._loud_since is None:
+                    self._loud_since = now - frame_s
+                if now - self._loud_since >= self.s.min_speech_s:
+                    self.in_speech = True
+                    self.speech_start = self._loud_since
+                    self.speech_end = now
+                    self._speculated = False
+                    self._partial = ""
+                    return Signal.SPEECH_START
+            else:
+                self._loud_since = None
+            return None
+        if prob >= self.s.silence_threshold:
+            self.speech_end = now
+            self._speculated = False
+            return None
+        silence = now - self.speech_end
+        if not self._speculated and silence >= self.s.speculate_s:
+            self._speculated = True
+            return Signal.SPECULATE
+        if self._speculated and silence >= self.end_wait():
+            self.in_speech = False
+            self._loud_since = None
+            return Signal.TURN_END
+        return None
+
+    def _barge(self, prob: float, now: float, frame_s: float) -> Signal | None:
+        if self._barge_started is None:
+            if prob >= self.s.barge_in_threshold:
+                self._barge_started = now - frame_s
+                self._barge_quiet_since = None
+                return Signal.BARGE_IN_PAUSE
+            return None
+        if prob >= self.s.speech_threshold:
+            self._barge_quiet_since = None
+            if now - self._barge_started >= self.s.barge_in_confirm_s:
+                # The interruption becomes the caller's turn, starting where it began.
+                self.in_speech = True
+                self.speech_start = self._barge_started
+                self.speech_end = now
+                self._speculated = False
+                self._partial = ""
+                self._barge_started = None
+                return Signal.BARGE_IN_CONFIRM
+            return None
+        if self._barge_quiet_since is None:
+            self._barge_quiet_since = now
+        if now - self._barge_quiet_since >= self.s.barge_in_hold_s - self.s.barge_in_confirm_s or (
+            now - self._barge_started >= self.s.barge_in_hold_s
+        ):
+            self._barge_started = None
+            self._barge_quiet_since = None
+            return Signal.BARGE_IN_RESUME
+        return None
+
+    @property
+    def barge_onset(self) -> float | None:
+        return self._barge_started

@@ -1,0 +1,205 @@
+"""The engine chain over real RTP with real models: Silero VAD, Whisper tiny.en, Piper joe, SmolLM2.
+
+The caller speaks with Piper's voice through G.711 on loopback; what the bot says is recorded on the caller's side
+and transcribed back with Whisper. OpenSIPS is the protocol double.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from avc.chain import ChainApp, ChainDeps, chain_factory
+from avc.config import Settings
+from avc.connector import Connector
+from avc.engine_setup import engine_config
+from avc.g711 import ulaw_decode, ulaw_encode
+from avc.metrics import Metrics
+from avc.prompts import PromptCache
+from avc.resample import Resampler
+from avc.responder import LlmResponder, RepeatResponder, Responder
+from engines.manifest import Manifest
+from engines.registry import Engines, build_engines
+from tests.support.opensips_double import OpenSIPSDouble, sdp_offer
+from tests.support.rtp_peer import RtpPeer, RtpPeerGroup
+
+pytestmark = pytest.mark.models
+
+SILENCE = b"\xff" * 160
+
+
+@pytest.fixture(scope="module")
+def engines() -> Iterator[Engines]:
+    loaded = build_engines(engine_config(Settings()), Manifest.load(Path(".models")))
+    yield loaded
+    loaded.close()
+
+
+async def say(engines: Engines, text: str) -> list[bytes]:
+    """The caller's words as 20 ms mu-law frames, via Piper and a proper resampler."""
+    resampler = Resampler(engines.tts.sample_rate, 8000)
+    pcm = np.concatenate([resampler.process(c) async for c in engines.tts.stream(text)])
+    pcm = np.concatenate((pcm, np.zeros(-pcm.size % 160, dtype=np.int16)))
+    return [ulaw_encode(pcm[i : i + 160]) for i in range(0, pcm.size, 160)]
+
+
+async def transcribe(engines: Engines, frames: list[bytes]) -> str:
+    stream = engines.asr.new_stream()
+    stream.feed(Resampler(8000, 16000).process(ulaw_decode(b"".join(frames))))
+    return (await stream.finalize()).text
+
+
+def loud(payload: bytes) -> bool:
+    return float(np.sqrt(np.mean(ulaw_decode(payload).astype(np.float64) ** 2))) > 300
+
+
+class Caller:
+    """The test caller's mouth: a script of frames, silence in between."""
+
+    def __init__(self, peer: RtpPeer) -> None:
+        self.peer = peer
+        self.queue: list[bytes] = []
+        self.speech_started: float | None = None
+        peer.start_sending(self._next)
+
+    def _next(self, _n: int) -> bytes:
+        if self.queue:
+            return self.queue.pop(0)
+        return SILENCE
+
+    def speak(self, frames: list[bytes]) -> None:
+        self.speech_started = asyncio.get_running_loop().time()
+        self.queue.extend(frames)
+
+    def bot_frames(self, since: float = 0.0) -> list[Any]:
+        return [p for p in self.peer.received if p.payload_type == 0 and p.arrival >= since]
+
+
+@pytest.fixture
+async def harness(engines: Engines) -> AsyncIterator[dict[str, Any]]:
+    responders: list[Responder] = []
+    kind: dict[str, str] = {"responder": "repeat"}
+
+    def make_responder(call_id: str, ani: str | None) -> Responder:
+        responder: Responder
+        responder = LlmResponder(engines.llm) if kind["responder"] == "llm" else RepeatResponder(call_id, ani)
+        responders.append(responder)
+        return responder
+
+    metrics = Metrics()
+    prompts = PromptCache(engines.tts)
+    await prompts.warm(RepeatResponder("", None).static_prompts())
+    deps = ChainDeps(engines=engines, prompts=prompts, responder_factory=make_responder, metrics=metrics)
+    async with OpenSIPSDouble() as osips:
+        base = random.randrange(20000, 60000, 200)
+        settings = Settings(
+            mi_url=osips.mi_datagram_uri, event_port=0, rtp_port_min=base, rtp_port_max=base + 9, mode="chain"
+        )
+        connector = Connector(settings, app_factory=chain_factory(deps), metrics=metrics)
+        await connector.start()
+        await osips.wait_subscribed(3.0)
+        group = RtpPeerGroup()
+        yield {
+            "osips": osips,
+            "connector": connector,
+            "group": group,
+            "responders": responders,
+            "kind": kind,
+            "metrics": metrics,
+        }
+        await connector.stop()
+        await group.close()
+
+
+async def call_in(h: dict[str, Any]) -> Caller:
+    peer = await h["group"].create_peer()
+    call = await h["osips"].invite(sdp_offer("127.0.0.1", peer.port))
+    reply = await call.wait_final(5.0)
+    assert reply.code == 200
+    port = int(re.search(r"^m=audio (\d+) ", reply.body, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    peer.set_remote("127.0.0.1", port)
+    return Caller(peer)
+
+
+async def wait_quiet(caller: Caller, since: float = 0.0, quiet_s: float = 0.6, timeout: float = 15.0) -> None:
+    """Until the bot has said something after `since` and then been silent for `quiet_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        frames = caller.bot_frames(since)
+        talked = [p for p in frames if loud(p.payload)]
+        if talked and loop.time() - talked[-1].arrival > quiet_s:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the bot did not finish speaking")
+
+
+async def test_the_bot_greets_hears_the_caller_and_answers_in_speech(harness: dict[str, Any], engines: Engines) -> None:
+    caller = await call_in(harness)
+    await wait_quiet(caller)
+    greeting = await transcribe(engines, [p.payload for p in caller.bot_frames()])
+    assert "repeat" in greeting.lower()
+
+    words = await say(engines, "Where is my new credit card?")
+    caller.speak(words)
+    spoke_at = caller.speech_started
+    assert spoke_at is not None
+    await wait_quiet(caller, since=spoke_at + len(words) * 0.02)
+    reply = await transcribe(engines, [p.payload for p in caller.bot_frames(since=spoke_at)])
+    assert "card" in reply.lower() and "said" in reply.lower()
+
+    responder = harness["responders"][0]
+    assert isinstance(responder, RepeatResponder)
+    assert "card" in responder.heard[0].lower()
+    app = next(iter(harness["connector"].calls.values()))._app
+    assert isinstance(app, ChainApp)
+    assert {"endpoint", "asr", "tts_first_audio", "voice_to_voice"} <= set(app.turns[-1])
+    assert b'avc_turn_stage_seconds_count{stage="voice_to_voice"} 1.0' in harness["metrics"].render()
+
+
+async def test_caller_talking_over_the_bot_stops_its_audio_and_trims_the_history(
+    harness: dict[str, Any], engines: Engines
+) -> None:
+    caller = await call_in(harness)
+    loop = asyncio.get_running_loop()
+    while not any(loud(p.payload) for p in caller.bot_frames()):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.8)  # well into the greeting
+    interruption = await say(engines, "Sorry, I need to speak to somebody about my account please.")
+    caller.speak(interruption)
+    onset = caller.speech_started
+    assert onset is not None
+    await asyncio.sleep(1.0)
+    bot_during = [p for p in caller.bot_frames(since=onset) if p.arrival < onset + 1.0 and loud(p.payload)]
+    last_bot_speech = max((p.arrival for p in bot_during), default=onset)
+    assert last_bot_speech - onset < 0.5, "the bot kept talking over the caller"
+
+    await wait_quiet(caller, since=onset + len(interruption) * 0.02)
+    responder = harness["responders"][0]
+    assert isinstance(responder, RepeatResponder)
+    said, interrupted = responder.spoken[0]
+    assert interrupted and 0 < len(said.split()) < len(RepeatResponder.GREETING.split())
+    assert harness["metrics"].barge_ins._value.get() >= 1
+    assert loop.time() > onset
+
+
+async def test_llm_answers_are_spoken_while_they_are_generated(harness: dict[str, Any], engines: Engines) -> None:
+    harness["kind"]["responder"] = "llm"
+    caller = await call_in(harness)
+    await wait_quiet(caller)
+    words = await say(engines, "Hello, what are your opening hours?")
+    caller.speak(words)
+    assert caller.speech_started is not None
+    await wait_quiet(caller, since=caller.speech_started + len(words) * 0.02, timeout=30.0)
+    responder = harness["responders"][0]
+    assert isinstance(responder, LlmResponder)
+    assert [m.role for m in responder.history][-2:] == ["user", "assistant"]
+    app = next(iter(harness["connector"].calls.values()))._app
+    assert isinstance(app, ChainApp) and "llm_first_token" in app.turns[-1]

@@ -1,0 +1,76 @@
+from avc.turns import Signal, TurnDetector, TurnSettings
+
+FRAME = 0.032
+
+
+def run(
+    detector: TurnDetector, probs: list[float], start: float = 0.0, bot: bool = False
+) -> list[tuple[float, Signal]]:
+    out = []
+    for i, p in enumerate(probs):
+        now = start + (i + 1) * FRAME
+        signal = detector.feed(p, now, FRAME, bot)
+        if signal is not None:
+            out.append((round(now, 3), signal))
+    return out
+
+
+def test_speech_then_silence_gives_start_speculation_and_end() -> None:
+    detector = TurnDetector()
+    signals = [s for _, s in run(detector, [0.9] * 20 + [0.05] * 20)]
+    assert signals == [Signal.SPEECH_START, Signal.SPECULATE, Signal.TURN_END]
+
+
+def test_turn_ends_after_the_configured_silence() -> None:
+    detector = TurnDetector(TurnSettings(end_silence_s=0.45))
+    signals = dict((s, t) for t, s in run(detector, [0.9] * 10 + [0.0] * 30))
+    silence_began = 10 * FRAME
+    assert 0.45 <= signals[Signal.TURN_END] - silence_began < 0.45 + FRAME + 1e-9
+
+
+def test_a_short_answer_ends_sooner() -> None:
+    detector = TurnDetector()
+    detector.expect_short_answer(True)
+    signals = dict((s, t) for t, s in run(detector, [0.9] * 10 + [0.0] * 30))
+    assert signals[Signal.TURN_END] - 10 * FRAME < 0.35
+
+
+def test_unfinished_words_buy_the_caller_more_time() -> None:
+    detector = TurnDetector()
+    out = run(detector, [0.9] * 10 + [0.0] * 8)
+    assert out[-1][1] is Signal.SPECULATE
+    detector.evidence("I want to check my card and")
+    later = run(detector, [0.0] * 30, start=18 * FRAME)
+    end = [t for t, s in later if s is Signal.TURN_END][0]
+    assert end - 10 * FRAME >= 0.45 + 0.5 - 1e-9
+
+
+def test_a_click_shorter_than_min_speech_is_ignored() -> None:
+    assert run(TurnDetector(), [0.9, 0.9, 0.0, 0.0, 0.0] * 3) == []
+
+
+def test_speech_resuming_after_speculation_cancels_the_end() -> None:
+    detector = TurnDetector()
+    signals = [s for _, s in run(detector, [0.9] * 10 + [0.0] * 8 + [0.9] * 10 + [0.0] * 25)]
+    assert signals == [Signal.SPEECH_START, Signal.SPECULATE, Signal.SPECULATE, Signal.TURN_END]
+
+
+def test_barge_in_pauses_at_once_and_confirms_when_sustained() -> None:
+    detector = TurnDetector()
+    out = run(detector, [0.1] * 3 + [0.95] * 10, bot=True)
+    assert [s for _, s in out] == [Signal.BARGE_IN_PAUSE, Signal.BARGE_IN_CONFIRM]
+    pause, confirm = out[0][0], out[1][0]
+    assert pause == round(4 * FRAME, 3)  # the very first loud frame
+    assert confirm - (pause - FRAME) >= 0.16
+    assert detector.in_speech  # the interruption is the start of the caller's turn
+
+
+def test_a_cough_pauses_the_bot_then_it_resumes() -> None:
+    detector = TurnDetector()
+    out = [s for _, s in run(detector, [0.95, 0.95] + [0.05] * 12, bot=True)]
+    assert out == [Signal.BARGE_IN_PAUSE, Signal.BARGE_IN_RESUME]
+    assert not detector.in_speech
+
+
+def test_echo_below_the_raised_threshold_does_not_interrupt() -> None:
+    assert run(TurnDetector(), [0.7] * 30, bot=True) == []
