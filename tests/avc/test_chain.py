@@ -128,7 +128,13 @@ async def call_in(h: dict[str, Any]) -> Caller:
     return Caller(peer)
 
 
-async def wait_quiet(caller: Caller, since: float = 0.0, quiet_s: float = 0.6, timeout: float = 15.0) -> None:
+async def wait_loud(caller: Caller) -> None:
+    async with asyncio.timeout(10):
+        while not any(loud(p.payload) for p in caller.bot_frames()):  # noqa: ASYNC110 - polling a recording
+            await asyncio.sleep(0.05)
+
+
+async def wait_quiet(caller: Caller, since: float = 0.0, quiet_s: float = 0.6, timeout: float = 15.0) -> None:  # noqa: ASYNC109
     """Until the bot has said something after `since` and then been silent for `quiet_s`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -169,8 +175,7 @@ async def test_caller_talking_over_the_bot_stops_its_audio_and_trims_the_history
 ) -> None:
     caller = await call_in(harness)
     loop = asyncio.get_running_loop()
-    while not any(loud(p.payload) for p in caller.bot_frames()):
-        await asyncio.sleep(0.05)
+    await wait_loud(caller)
     await asyncio.sleep(0.8)  # well into the greeting
     interruption = await say(engines, "Sorry, I need to speak to somebody about my account please.")
     caller.speak(interruption)

@@ -41,7 +41,7 @@ def test_unfinished_words_buy_the_caller_more_time() -> None:
     assert out[-1][1] is Signal.SPECULATE
     detector.evidence("I want to check my card and")
     later = run(detector, [0.0] * 30, start=18 * FRAME)
-    end = [t for t, s in later if s is Signal.TURN_END][0]
+    end = next(t for t, s in later if s is Signal.TURN_END)
     assert end - 10 * FRAME >= 0.45 + 0.5 - 1e-9
 
 
