@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,8 +54,11 @@ class ChainDeps:
     metrics: Metrics
     turn_settings: TurnSettings = field(default_factory=TurnSettings)
     vad_pool: InferencePool = field(default_factory=lambda: InferencePool("vad", 1))
+    cleanup: Callable[[], Awaitable[None]] | None = None  # the responders' shared services
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self.cleanup is not None:
+            await self.cleanup()
         self.vad_pool.close()
         self.engines.close()
 

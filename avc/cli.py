@@ -44,7 +44,7 @@ async def serve(settings: Settings) -> None:
     await connector.stop()
     await runner.cleanup()
     if deps is not None:
-        deps.close()
+        await deps.close()
 
 
 def calls(url: str) -> int:

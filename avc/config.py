@@ -53,6 +53,10 @@ class Settings:
     llm_model: str = "smollm2-135m"
     llm_threads: int = 2
     tts_model: str = "piper-joe-medium"
+    # The banking responder: reference bank and call records in PostgreSQL, per-call context in Redis.
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    banking_llm: bool = True  # let the LLM understand what the fast path does not
     echo_delay_ms: int = 200
     # >0: send 180 Ringing and answer this much later (lets a caller's CANCEL be answered with 487).
     answer_delay_ms: int = 0

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from avc.banking_responder import BankingServices
+from avc.banking_responder import static_prompts as banking_static_prompts
 from avc.chain import ChainDeps
 from avc.config import Settings
 from avc.metrics import Metrics
@@ -46,9 +48,18 @@ def responder_factory(settings: Settings, engines: Engines) -> ResponderFactory:
 async def build_chain(settings: Settings, metrics: Metrics, responders: ResponderFactory | None = None) -> ChainDeps:
     manifest = await asyncio.to_thread(Manifest.load, Path(settings.models_dir))
     engines = await asyncio.to_thread(build_engines, engine_config(settings), manifest)
-    factory = responders or responder_factory(settings, engines)
+    cleanup = None
+    if responders is not None:
+        factory = responders
+    elif settings.responder == "banking":
+        services = await BankingServices.connect(
+            settings.pg_dsn, settings.redis_url, engines.llm if settings.banking_llm else None
+        )
+        factory, cleanup = services.responder_factory(), services.close
+    else:
+        factory = responder_factory(settings, engines)
     prompts = PromptCache(engines.tts)
-    await prompts.warm(factory("warm-up", None).static_prompts())
+    await prompts.warm(_static_prompts(settings, factory))
     log.info(
         "engine chain ready: %s, %s, %s, %s",
         settings.vad_model,
@@ -56,4 +67,11 @@ async def build_chain(settings: Settings, metrics: Metrics, responders: Responde
         settings.llm_model,
         settings.tts_model,
     )
-    return ChainDeps(engines=engines, prompts=prompts, responder_factory=factory, metrics=metrics)
+    return ChainDeps(engines=engines, prompts=prompts, responder_factory=factory, metrics=metrics, cleanup=cleanup)
+
+
+def _static_prompts(settings: Settings, factory: ResponderFactory) -> Sequence[str]:
+    if settings.responder == "banking":
+        # Building a banking responder would open a call record: its prompts are fixed text anyway.
+        return banking_static_prompts()
+    return factory("warm-up", None).static_prompts()

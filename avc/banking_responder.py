@@ -1,0 +1,130 @@
+"""The banking dialogue as the engine chain's responder.
+
+`banking` knows nothing of SIP or audio: it takes text, digits and call facts and returns what to say and do.
+This adapter turns its replies into spoken turns (sentences, the answer expected next, transfer or hang-up) and
+tells it what the caller actually heard when a barge-in cut the bot short. `BankingServices` owns what every call
+shares: the PostgreSQL pool of the reference bank and the call journal, the Redis context store, the understander.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from avc.responder import BotTurn, Expect, Responder, ResponderFactory, TurnTiming
+from avc.sentences import SentenceSplitter
+from banking import templates
+from banking.backend import BankBackend
+from banking.context import ContextStore, RedisContextStore
+from banking.dialogue import CallInfo, Dialogue, Hangup, Reply, Transfer
+from banking.fastpath import FastPathUnderstander
+from banking.intents import ChainUnderstander, Understander
+from banking.journal import Journal, PgJournal
+from banking.llm_understander import LlmUnderstander
+from banking.pg_bank import PgBank
+from engines.base import Llm
+
+log = logging.getLogger(__name__)
+
+_EXPECT: dict[str, Expect] = {"free": "free", "yes_no": "yes_no", "digits": "digits", "date": "date"}
+
+
+def _sentences(text: str) -> list[str]:
+    splitter = SentenceSplitter()
+    return splitter.feed(text) + splitter.flush()
+
+
+def bot_turn(reply: Reply) -> BotTurn:
+    action = reply.action
+    transfer = None
+    if isinstance(action, Transfer):
+        # Codes and ids only (the dialogue guarantees it): safe in a SIP header, no PII.
+        transfer = {"X-AI-Transfer-Reason": action.reason, "X-AI-Summary": action.summary}
+    return BotTurn.say(
+        *_sentences(reply.say),
+        expect=_EXPECT.get(str(reply.expect), "free"),
+        max_digits=reply.max_digits,
+        transfer=transfer,
+        hangup=isinstance(action, Hangup),
+    )
+
+
+class BankingResponder:
+    def __init__(self, dialogue: Dialogue) -> None:
+        self.dialogue = dialogue
+
+    async def greet(self) -> BotTurn:
+        return bot_turn(await self.dialogue.start())
+
+    async def on_text(self, text: str, timing: TurnTiming) -> BotTurn:
+        return bot_turn(await self.dialogue.handle_text(text, timing.stages()))
+
+    async def on_digits(self, digits: str, timing: TurnTiming) -> BotTurn:
+        return bot_turn(await self.dialogue.handle_digits(digits, timing.stages()))
+
+    def on_spoken(self, said: str, interrupted: bool) -> None:
+        self.dialogue.heard(said, interrupted)
+
+    async def transfer_failed(self) -> BotTurn:
+        return BotTurn.say("I'm sorry, no agent is available right now.", templates.ANYTHING_ELSE)
+
+    async def close(self, outcome: str) -> None:
+        await self.dialogue.close(outcome)
+
+    def static_prompts(self) -> Sequence[str]:
+        return static_prompts()
+
+
+def static_prompts() -> list[str]:
+    """The dialogue's fixed sentences, synthesised once per process."""
+    return [
+        *_sentences(templates.greeting()),
+        templates.ASK_DOB,
+        templates.ASK_MENU_CHOICE,
+        templates.USE_KEYPAD,
+        templates.NOT_UNDERSTOOD,
+        templates.ASK_YES_NO,
+        templates.TRANSFER,
+        templates.ANYTHING_ELSE,
+        *_sentences(templates.GOODBYE),
+    ]
+
+
+@dataclass
+class BankingServices:
+    """Shared by every call of a node; `close()` at shutdown."""
+
+    pool: asyncpg.Pool
+    backend: BankBackend
+    store: ContextStore
+    journal: Journal
+    understander: Understander
+
+    @classmethod
+    async def connect(cls, pg_dsn: str, redis_url: str, llm: Llm | None = None) -> BankingServices:
+        pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=8)
+        understanders: list[Understander] = [FastPathUnderstander()]
+        if llm is not None:
+            understanders.append(LlmUnderstander(llm))
+        return cls(
+            pool=pool,
+            backend=PgBank(pool),
+            store=RedisContextStore.from_url(redis_url),
+            journal=PgJournal(pool),
+            understander=ChainUnderstander(understanders),
+        )
+
+    def responder_factory(self) -> ResponderFactory:
+        def make(call_id: str, ani: str | None) -> Responder:
+            dialogue = Dialogue(CallInfo(call_id, ani), self.backend, self.understander, self.store, self.journal)
+            return BankingResponder(dialogue)
+
+        return make
+
+    async def close(self) -> None:
+        if isinstance(self.store, RedisContextStore):
+            await self.store.close()
+        await self.pool.close()

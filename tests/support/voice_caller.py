@@ -1,0 +1,103 @@
+"""A caller that speaks: Piper-synthesised words over real RTP, and the bot's audio recorded and transcribed.
+
+Used by the chain's tests, the end-to-end banking call and the latency benchmark. The words are synthesised with
+our Piper engine and resampled with our resampler (stimulus, not the thing measured); what comes back is judged on
+the caller's side from the RTP packets as received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+
+from avc.g711 import ulaw_decode, ulaw_encode
+from avc.resample import Resampler
+from engines.registry import Engines
+from tests.support.opensips_double import DoubleCall, OpenSIPSDouble, sdp_offer
+from tests.support.rtp_peer import RtpPacket, RtpPeer, RtpPeerGroup
+
+SILENCE = b"\xff" * 160
+LOUD_RMS = 300.0
+
+
+async def say(engines: Engines, text: str) -> list[bytes]:
+    """`text` as 20 ms mu-law frames in Piper's voice."""
+    resampler = Resampler(engines.tts.sample_rate, 8000)
+    pcm = np.concatenate([resampler.process(c) async for c in engines.tts.stream(text)])
+    pcm = np.concatenate((pcm, np.zeros(-pcm.size % 160, dtype=np.int16)))
+    return [ulaw_encode(pcm[i : i + 160]) for i in range(0, pcm.size, 160)]
+
+
+async def transcribe(engines: Engines, frames: list[bytes]) -> str:
+    stream = engines.asr.new_stream()
+    stream.feed(Resampler(8000, 16000).process(ulaw_decode(b"".join(frames))))
+    return (await stream.finalize()).text
+
+
+def loud(payload: bytes) -> bool:
+    return float(np.sqrt(np.mean(ulaw_decode(payload).astype(np.float64) ** 2))) > LOUD_RMS
+
+
+class VoiceCaller:
+    """The test caller's mouth and ears on one RTP peer: a script of frames, silence in between."""
+
+    def __init__(self, peer: RtpPeer, call: DoubleCall) -> None:
+        self.peer = peer
+        self.call = call
+        self.queue: list[bytes] = []
+        self.speech_started: float | None = None
+        self.speech_ended: float | None = None
+        peer.start_sending(self._next)
+
+    @classmethod
+    async def dial(
+        cls, osips: OpenSIPSDouble, group: RtpPeerGroup, extra_headers: dict[str, str] | None = None
+    ) -> VoiceCaller:
+        peer = await group.create_peer()
+        call = await osips.invite(sdp_offer("127.0.0.1", peer.port), extra_headers=extra_headers)
+        reply = await call.wait_final(5.0)
+        match = re.search(r"^m=audio (\d+) ", reply.body or "", re.MULTILINE)
+        if reply.code != 200 or match is None:
+            raise AssertionError(f"call not answered: {reply}")
+        peer.set_remote("127.0.0.1", int(match.group(1)))
+        return cls(peer, call)
+
+    def _next(self, _n: int) -> bytes:
+        if self.queue:
+            frame = self.queue.pop(0)
+            if not self.queue:
+                self.speech_ended = asyncio.get_running_loop().time()
+            return frame
+        return SILENCE
+
+    def speak(self, frames: list[bytes]) -> float:
+        """Queue words; returns when (loop time) they will have been sent completely."""
+        now = asyncio.get_running_loop().time()
+        self.speech_started = now
+        self.speech_ended = None
+        self.queue.extend(frames)
+        return now + len(frames) * 0.02
+
+    def bot_frames(self, since: float = 0.0) -> list[RtpPacket]:
+        return [p for p in self.peer.received if p.payload_type == 0 and p.arrival >= since]
+
+    def first_loud_after(self, since: float) -> float | None:
+        return next((p.arrival for p in self.bot_frames(since) if loud(p.payload)), None)
+
+    async def wait_loud(self, since: float = 0.0, timeout_s: float = 10.0) -> float:
+        async with asyncio.timeout(timeout_s):
+            while (at := self.first_loud_after(since)) is None:  # noqa: ASYNC110 - polling a recording
+                await asyncio.sleep(0.02)
+        return at
+
+    async def wait_quiet(self, since: float = 0.0, quiet_s: float = 0.6, timeout_s: float = 15.0) -> None:
+        """Until the bot has said something after `since` and then been silent for `quiet_s`."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout_s):
+            while True:
+                talked = [p for p in self.bot_frames(since) if loud(p.payload)]
+                if talked and loop.time() - talked[-1].arrival > quiet_s:
+                    return
+                await asyncio.sleep(0.05)
