@@ -1,0 +1,116 @@
+"""A whole bank call over RTP: the caller authenticates (spoken date of birth + keypad digits), asks where the card
+is, hears the delivery facts, says goodbye; afterwards PostgreSQL holds the session, turns and audit rows, redacted.
+
+Real models (Silero, Whisper tiny.en, Piper), real PostgreSQL and Redis (a throwaway database migrated and seeded
+from sql/), OpenSIPS as the protocol double.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from avc.banking_responder import BankingServices
+from avc.banking_responder import static_prompts as banking_prompts
+from avc.chain import ChainDeps, chain_factory
+from avc.config import Settings
+from avc.connector import Connector
+from avc.engine_setup import engine_config
+from avc.metrics import Metrics
+from avc.prompts import PromptCache
+from engines.manifest import Manifest
+from engines.registry import Engines, build_engines
+from tests.banking.conftest import pg_dsn  # noqa: F401 - a fixture: the throwaway seeded database
+from tests.support.opensips_double import OpenSIPSDouble
+from tests.support.rtp_peer import RtpPeerGroup
+from tests.support.voice_caller import VoiceCaller, say, transcribe
+
+pytestmark = pytest.mark.models
+
+ALICE = "<tel:+12025550101>"
+
+
+@pytest.fixture(scope="module")
+def engines() -> Iterator[Engines]:
+    loaded = build_engines(engine_config(Settings()), Manifest.load(Path(".models")))
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture
+async def node(engines: Engines, pg_dsn: str) -> AsyncIterator[dict[str, Any]]:  # noqa: F811
+    # The fast path alone: the LLM understander has tests of its own, and this call needs none.
+    services = await BankingServices.connect(pg_dsn, "redis://127.0.0.1:6379/0", llm=None)
+    prompts = PromptCache(engines.tts)
+    await prompts.warm(banking_prompts())
+    metrics = Metrics()
+    deps = ChainDeps(engines=engines, prompts=prompts, responder_factory=services.responder_factory(), metrics=metrics)
+    async with OpenSIPSDouble() as osips:
+        base = random.randrange(20000, 60000, 200)
+        settings = Settings(
+            mi_url=osips.mi_datagram_uri, event_port=0, rtp_port_min=base, rtp_port_max=base + 9, mode="chain"
+        )
+        connector = Connector(settings, app_factory=chain_factory(deps), metrics=metrics)
+        await connector.start()
+        await osips.wait_subscribed(3.0)
+        group = RtpPeerGroup()
+        yield {"osips": osips, "connector": connector, "group": group, "pg_dsn": pg_dsn}
+        await connector.stop()
+        await group.close()
+    await services.close()
+
+
+async def turn(caller: VoiceCaller, engines: Engines, text: str) -> str:
+    done = caller.speak(await say(engines, text))
+    await caller.wait_quiet(since=done, quiet_s=1.5, timeout_s=30.0)
+    return await transcribe(engines, [p.payload for p in caller.bot_frames(since=done)])
+
+
+async def test_a_caller_authenticates_asks_for_the_card_and_hears_the_tracking_facts(
+    node: dict[str, Any], engines: Engines
+) -> None:
+    caller = await VoiceCaller.dial(node["osips"], node["group"], {"P-Asserted-Identity": ALICE})
+    await caller.wait_quiet()
+
+    asked = await turn(caller, engines, "Where is my card? It has not arrived.")
+    assert "birth" in asked.lower()
+
+    factor = await turn(caller, engines, "March fifth, nineteen eighty.")
+    assert "keypad" in factor.lower() or "digits" in factor.lower()
+
+    keyed = asyncio.get_running_loop().time()
+    for digit in "1881":
+        await caller.peer.send_dtmf(digit)
+        await asyncio.sleep(0.12)
+    await caller.wait_quiet(since=keyed + 0.5, quiet_s=1.5, timeout_s=30.0)
+    report = (await transcribe(engines, [p.payload for p in caller.bot_frames(since=keyed)])).lower()
+    assert "verified" in report and "ups" in report and "november" in report
+
+    await turn(caller, engines, "No, that's all. Goodbye.")
+    await caller.call.wait_ended(10.0)
+    assert caller.call.terminated_by_app  # the bot said goodbye and hung up
+
+    async with asyncio.timeout(10):
+        while node["connector"].calls:  # noqa: ASYNC110 - the call's final writes
+            await asyncio.sleep(0.1)
+    conn = await asyncpg.connect(node["pg_dsn"])
+    try:
+        session = await conn.fetchrow("SELECT * FROM call_sessions WHERE call_id = $1", caller.call.call_id)
+        assert session is not None and session["ended_at"] is not None
+        turns = [r["text"] for r in await conn.fetch("SELECT text FROM conversation_turns ORDER BY seq")]
+        audit = [
+            (r["operation"], r["outcome"])
+            for r in await conn.fetch("SELECT operation, outcome FROM banking_transactions ORDER BY created_at")
+        ]
+    finally:
+        await conn.close()
+    stored = " ".join(turns)
+    assert "1881" not in stored and "1980" not in stored and "March" not in stored
+    assert ("delivery_status", "ok") in audit
+    assert any("1 Z 9 9 9" in t or "U P S" in t or "UPS" in t for t in turns)
