@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check avc engines banking tests
-	$(BIN)/ruff format --check avc engines banking tests
+	$(BIN)/ruff check avc engines banking tests deploy
+	$(BIN)/ruff format --check avc engines banking tests deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
