@@ -303,7 +303,11 @@ class ChainApp:
         for stage, seconds in stages.items():
             self._deps.metrics.turn_stage.labels(stage).observe(seconds)
         self.turns.append(stages)
-        log.info("turn latency: %s", " ".join(f"{k}={v * 1000:.0f}ms" for k, v in stages.items()))
+        log.info(
+            "turn latency: %s",
+            " ".join(f"{k}={v * 1000:.0f}ms" for k, v in stages.items()),
+            extra={"turn_stages": stages},
+        )
 
 
 def chain_factory(deps: ChainDeps) -> Callable[[CallControl], CallApp]:

@@ -17,6 +17,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
@@ -32,6 +33,7 @@ ENTITY_TYPES = frozenset({"UAS", "UAC"})
 MAX_EVENT_BYTES = 64 * 1024
 # How much of a rejected datagram goes to the log: enough to recognise it, not enough to leak a whole SIP body.
 LOGGED_BYTES = 200
+RECEIVE_BUFFER_BYTES = 8 * 1024 * 1024  # ~7,000 queued events of the captures' size
 
 
 class EventError(ValueError):
@@ -179,6 +181,7 @@ class EventListener(asyncio.DatagramProtocol):
         self._port = port
         self._allowed = _parse_allowed_host(allowed_host)
         self._metrics = metrics
+        self.receive_buffer = 0
         self._transport: asyncio.DatagramTransport | None = None
         self.received = 0
         self.malformed = 0
@@ -189,7 +192,15 @@ class EventListener(asyncio.DatagramProtocol):
         if self._transport is not None:
             return
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, local_addr=(self._host, self._port))
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self._host, self._port))
+            self.receive_buffer = _grow_receive_buffer(sock, RECEIVE_BUFFER_BYTES)
+        except OSError:
+            sock.close()
+            raise
+        await loop.create_datagram_endpoint(lambda: self, sock=sock)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -251,6 +262,23 @@ class EventListener(asyncio.DatagramProtocol):
         except Exception:
             self.handler_errors += 1
             logger.exception("event handler failed on %s %s for session %s", event.event_type, event.method, event.key)
+
+
+def _grow_receive_buffer(sock: socket.socket, size: int) -> int:
+    """OpenSIPS raises events in bursts (a busy hour's BYEs, a restart): a default-sized socket buffer overflows
+    and the kernel silently drops events. SO_RCVBUFFORCE passes rmem_max when we may; otherwise take what we get."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:
+            continue
+    granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if granted < size:
+        logger.warning("event socket receive buffer is %d bytes (asked %d): raise net.core.rmem_max", granted, size)
+    return granted
 
 
 def _parse_allowed_host(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -309,3 +309,22 @@ def test_address_before_start_is_an_error() -> None:
 def test_deeply_nested_json_is_an_event_error_not_a_recursion_crash() -> None:
     with pytest.raises(EventError):
         parse_ua_session_event(b"[" * 60_000)
+
+
+async def test_a_burst_of_events_larger_than_a_default_socket_buffer_is_not_dropped(sender: socket.socket) -> None:
+    # OpenSIPS raises events in bursts (hundreds of BYEs at the end of a busy minute); with the kernel's default
+    # 208 KiB buffer about 170 of these datagrams fit before the rest are silently dropped.
+    received = Received()
+    listener = EventListener(received)
+    await listener.start()
+    burst = [d for d in ALL_EVENTS] * 40
+    try:
+        for datagram in burst:
+            sender.sendto(datagram, listener.address)
+        async with asyncio.timeout(5):
+            for _ in burst:
+                await received.next()
+    finally:
+        listener.close()
+    assert listener.received == len(burst) == 1000
+    assert listener.receive_buffer >= 2 * 1024 * 1024

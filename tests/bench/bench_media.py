@@ -245,6 +245,7 @@ class Bench:
 
     async def step(self, count: int) -> StepResult:
         assert self.proc is not None
+        leftover = scrape(self.metrics_url).get("avc_calls_active", 0)
         calls, peers = await self.place(count)
         await asyncio.sleep(self.args.warmup)
         for probe in self.probes:
@@ -286,7 +287,11 @@ class Bench:
             cpu_core_fraction=round((cpu1 - cpu0) / (t1 - t0), 4),
             rss_mb=round(rss, 1),
             generator_skipped_ticks=self.group.skipped_ticks - skipped0,
-            extra={"connector_received": delta("avc_rtp_packets_received_total")},
+            extra={
+                "connector_received": delta("avc_rtp_packets_received_total"),
+                "calls_left_from_previous_step": int(leftover),
+                "generator_max_lateness_ms": round(self.group.max_lateness * 1000, 1),
+            },
         )
         await self.hang_up(calls, peers)
         return result

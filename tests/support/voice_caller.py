@@ -46,9 +46,11 @@ class VoiceCaller:
     def __init__(self, peer: RtpPeer, call: DoubleCall) -> None:
         self.peer = peer
         self.call = call
-        self.queue: list[bytes] = []
+        self.queue: list[tuple[bytes, bool]] = []
         self.speech_started: float | None = None
         self.speech_ended: float | None = None
+        self.first_loud_sent: float | None = None  # send times of the words' first and last loud frames
+        self.last_loud_sent: float | None = None
         peer.start_sending(self._next)
 
     @classmethod
@@ -66,9 +68,13 @@ class VoiceCaller:
 
     def _next(self, _n: int) -> bytes:
         if self.queue:
-            frame = self.queue.pop(0)
+            frame, is_loud = self.queue.pop(0)
+            now = asyncio.get_running_loop().time()
+            if is_loud:
+                self.first_loud_sent = self.first_loud_sent or now
+                self.last_loud_sent = now
             if not self.queue:
-                self.speech_ended = asyncio.get_running_loop().time()
+                self.speech_ended = now
             return frame
         return SILENCE
 
@@ -76,8 +82,8 @@ class VoiceCaller:
         """Queue words; returns when (loop time) they will have been sent completely."""
         now = asyncio.get_running_loop().time()
         self.speech_started = now
-        self.speech_ended = None
-        self.queue.extend(frames)
+        self.speech_ended = self.first_loud_sent = self.last_loud_sent = None
+        self.queue.extend((frame, loud(frame)) for frame in frames)
         return now + len(frames) * 0.02
 
     def bot_frames(self, since: float = 0.0) -> list[RtpPacket]:
