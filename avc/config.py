@@ -53,6 +53,12 @@ class Settings:
     llm_model: str = "smollm2-135m"
     llm_threads: int = 2
     tts_model: str = "piper-joe-medium"
+    # Cloud engines in front of the local ones (keys from OPENAI_API_KEY / ELEVENLABS_API_KEY); the local engine
+    # takes over, unheard by the caller, when the cloud one fails before its first word.
+    llm_provider: str = "llama"  # llama | openai
+    openai_model: str = "gpt-4o-mini"
+    tts_provider: str = "piper"  # piper | elevenlabs
+    elevenlabs_voice: str = ""
     # The banking responder: reference bank and call records in PostgreSQL, per-call context in Redis.
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -88,6 +94,8 @@ class Settings:
                     raise ConfigError(
                         f"AVC_{name.upper()}={value!r} must be an IP address (SDP carries no names)"
                     ) from None
+        if self.llm_provider not in ("llama", "openai") or self.tts_provider not in ("piper", "elevenlabs"):
+            raise ConfigError("AVC_LLM_PROVIDER must be llama or openai; AVC_TTS_PROVIDER piper or elevenlabs")
         if self.responder not in RESPONDERS:
             raise ConfigError(f"AVC_RESPONDER={self.responder!r} is not one of {', '.join(RESPONDERS)}")
         if self.max_calls < 1:

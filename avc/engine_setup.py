@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
+
+import numpy as np
 
 from avc.banking_responder import BankingServices
 from avc.banking_responder import static_prompts as banking_static_prompts
@@ -17,9 +21,13 @@ from avc.chain import ChainDeps
 from avc.config import Settings
 from avc.metrics import Metrics
 from avc.prompts import PromptCache
+from avc.resample import Resampler
 from avc.responder import LlmResponder, RepeatResponder, Responder, ResponderFactory
+from engines.base import Llm, Tts
+from engines.fallback import FallbackLlm, FallbackTts
 from engines.manifest import Manifest
-from engines.registry import Engines, build_engines
+from engines.registry import Engines, build_engines, load_engine
+from engines.resilience import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,38 @@ def engine_config(settings: Settings) -> Mapping[str, object]:
         "llm": {"provider": "llama", "model": settings.llm_model, "n_threads": settings.llm_threads},
         "tts": {"provider": "piper", "model": settings.tts_model},
     }
+
+
+def with_cloud_engines(settings: Settings, engines: Engines, manifest: Manifest, metrics: Metrics) -> Engines:
+    """Put the configured cloud engines in front of the local ones, which stay loaded as the fallback."""
+
+    def count(kind: str, primary: str, fallback: str) -> None:
+        metrics.engine_fallbacks.labels(kind, primary, fallback).inc()
+
+    def resampler(rate_in: int, rate_out: int) -> Callable[[np.ndarray], np.ndarray]:
+        return Resampler(rate_in, rate_out).process
+
+    llm, tts = engines.llm, engines.tts
+    if settings.llm_provider == "openai":
+        cloud_llm = cast(Llm, load_engine("llm", {"provider": "openai", "model": settings.openai_model}, manifest))
+        llm = FallbackLlm(
+            cloud_llm, engines.llm, CircuitBreaker(name="openai"), count, primary_name="openai", fallback_name="llama"
+        )
+    if settings.tts_provider == "elevenlabs":
+        options: dict[str, object] = {"provider": "elevenlabs"}
+        if settings.elevenlabs_voice:
+            options["voice_id"] = settings.elevenlabs_voice
+        cloud_tts = cast(Tts, load_engine("tts", options, manifest))
+        tts = FallbackTts(
+            cloud_tts,
+            engines.tts,
+            CircuitBreaker(name="elevenlabs"),
+            count,
+            resampler=resampler,
+            primary_name="elevenlabs",
+            fallback_name="piper",
+        )
+    return replace(engines, llm=llm, tts=tts)
 
 
 def responder_factory(settings: Settings, engines: Engines) -> ResponderFactory:
@@ -48,6 +88,7 @@ def responder_factory(settings: Settings, engines: Engines) -> ResponderFactory:
 async def build_chain(settings: Settings, metrics: Metrics, responders: ResponderFactory | None = None) -> ChainDeps:
     manifest = await asyncio.to_thread(Manifest.load, Path(settings.models_dir))
     engines = await asyncio.to_thread(build_engines, engine_config(settings), manifest)
+    engines = with_cloud_engines(settings, engines, manifest, metrics)
     cleanup = None
     if responders is not None:
         factory = responders
