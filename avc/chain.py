@@ -119,6 +119,11 @@ class ChainApp:
         timing = TurnTiming()
         while True:
             pending = np.concatenate((pending, await self._audio.get()))
+            now = time.monotonic()
+            if self._detector.finished(now):
+                # The speculation came back with a finished sentence between two VAD frames: answer now.
+                self._detector.end_turn()
+                await self._end_of_turn(TurnTiming(speech_end=self._detector.speech_end, turn_end=now))
             while pending.size >= self._frame:
                 frame, pending = pending[: self._frame], pending[self._frame :]
                 prob = await self._deps.vad_pool.run(self._vad.probability, frame)
@@ -207,7 +212,7 @@ class ChainApp:
         return (self._speaker is not None and not self._speaker.done()) or self._call.media.speaking
 
     def _start_speaking(self, turn: BotTurn, timing: TurnTiming | None) -> None:
-        self._detector.expect_short_answer(turn.expect in ("yes_no", "digits"))
+        self._detector.expect(short_answer=turn.expect in ("yes_no", "digits"), patient=turn.expect == "date")
         self._max_digits = turn.max_digits
         self._speaker = asyncio.create_task(self._speak(turn, timing or TurnTiming()), name="speaker")
 

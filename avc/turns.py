@@ -2,9 +2,11 @@
 
 Pure logic over (probability, time) pairs, one per VAD frame, so every rule here is testable without audio.
 
-End of turn is VAD silence plus ASR evidence: after `speculate_s` of silence the chain decodes what it has; the
-turn ends after `end_silence_s` (shorter when a short answer is expected: yes/no, digits) unless the words so far
-look unfinished ("and", "um", a trailing comma), which buys the caller `hesitation_s` more.
+End of turn is VAD silence plus ASR evidence: after `speculate_s` of silence the chain decodes what it has. When
+that text reads as a finished sentence (closing punctuation, no trailing "and"/"um"/comma), the turn ends as soon
+as the silence reaches `complete_silence_s`; otherwise only after `end_silence_s` (shorter when a short answer is
+expected: yes/no, digits), and words that look unfinished buy the caller `hesitation_s` more. Dates wait the full
+time: callers pause inside them ("March fifth ... nineteen eighty").
 
 Barge-in, while the bot speaks, needs a higher probability (the bot's own echo and line noise reach the VAD
 too) and is decided in two steps: the first loud frame pauses playout at once (a fast stop), and only speech
@@ -18,6 +20,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum, auto
 
+FINISHED = re.compile(r"[.?!]\s*$")
 UNFINISHED = re.compile(r"(\b(and|but|or|so|because|um+|uh+|er|the|a|my|to|of|is)|[,\-])\s*$", re.IGNORECASE)
 
 
@@ -26,9 +29,10 @@ class TurnSettings:
     speech_threshold: float = 0.5
     silence_threshold: float = 0.35
     min_speech_s: float = 0.12  # shorter bursts are clicks, not words
-    speculate_s: float = 0.2
-    end_silence_s: float = 0.45
-    short_answer_silence_s: float = 0.3
+    speculate_s: float = 0.12
+    complete_silence_s: float = 0.25
+    end_silence_s: float = 0.6
+    short_answer_silence_s: float = 0.35
     hesitation_s: float = 0.5
     barge_in_threshold: float = 0.8
     barge_in_confirm_s: float = 0.16
@@ -53,22 +57,43 @@ class TurnDetector:
         self._loud_since: float | None = None
         self._speculated = False
         self._short_answer = False
+        self._patient = False  # dates: no early end on a finished-looking fragment
         self._partial = ""
+        self._evidence = False  # the speculation for the current silence has come back
         self._barge_started: float | None = None
         self._barge_quiet_since: float | None = None
 
-    def expect_short_answer(self, short: bool) -> None:
-        self._short_answer = short
+    def expect(self, short_answer: bool, patient: bool = False) -> None:
+        self._short_answer = short_answer
+        self._patient = patient
 
     def evidence(self, partial: str) -> None:
-        """What the speculative decode heard; it can extend the wait for the end of the turn."""
+        """What the speculative decode heard; it can end the turn early or extend the wait."""
         self._partial = partial
+        self._evidence = True
+
+    def finished(self, now: float) -> bool:
+        """The speculation says the caller completed a sentence and the silence is long enough: end now."""
+        return (
+            self.in_speech
+            and self._speculated
+            and self._evidence
+            and not self._patient
+            and bool(FINISHED.search(self._partial))
+            and not UNFINISHED.search(self._partial.rstrip(".?! "))
+            and now - self.speech_end >= self.s.complete_silence_s
+        )
+
+    def end_turn(self) -> None:
+        self.in_speech = False
+        self._loud_since = None
 
     def reset(self) -> None:
         self.in_speech = False
         self._loud_since = None
         self._speculated = False
         self._partial = ""
+        self._evidence = False
         self._barge_started = None
         self._barge_quiet_since = None
 
@@ -100,14 +125,14 @@ class TurnDetector:
         if prob >= self.s.silence_threshold:
             self.speech_end = now
             self._speculated = False
+            self._evidence = False
             return None
         silence = now - self.speech_end
         if not self._speculated and silence >= self.s.speculate_s:
             self._speculated = True
             return Signal.SPECULATE
-        if self._speculated and silence >= self.end_wait():
-            self.in_speech = False
-            self._loud_since = None
+        if self._speculated and (silence >= self.end_wait() or self.finished(now)):
+            self.end_turn()
             return Signal.TURN_END
         return None
 

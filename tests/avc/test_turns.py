@@ -21,18 +21,38 @@ def test_speech_then_silence_gives_start_speculation_and_end() -> None:
     assert signals == [Signal.SPEECH_START, Signal.SPECULATE, Signal.TURN_END]
 
 
-def test_turn_ends_after_the_configured_silence() -> None:
+def test_without_evidence_the_turn_ends_after_the_configured_silence() -> None:
     detector = TurnDetector(TurnSettings(end_silence_s=0.45))
     signals = dict((s, t) for t, s in run(detector, [0.9] * 10 + [0.0] * 30))
     silence_began = 10 * FRAME
     assert 0.45 <= signals[Signal.TURN_END] - silence_began < 0.45 + FRAME + 1e-9
 
 
+def test_a_finished_sentence_ends_the_turn_early() -> None:
+    detector = TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6))
+    run(detector, [0.9] * 10 + [0.0] * 5)
+    detector.evidence("Where is my new card?")
+    later = run(detector, [0.0] * 20, start=15 * FRAME)
+    end = next(t for t, s in later if s is Signal.TURN_END)
+    assert end - 10 * FRAME < 0.25 + FRAME + 1e-9
+
+
+def test_a_date_is_never_cut_at_a_pause_that_looks_final() -> None:
+    detector = TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6))
+    detector.expect(short_answer=False, patient=True)
+    run(detector, [0.9] * 10 + [0.0] * 5)
+    detector.evidence("March fifth.")
+    assert not detector.finished(30 * FRAME)
+    later = run(detector, [0.0] * 20, start=15 * FRAME)
+    end = next(t for t, s in later if s is Signal.TURN_END)
+    assert end - 10 * FRAME >= 0.6
+
+
 def test_a_short_answer_ends_sooner() -> None:
     detector = TurnDetector()
-    detector.expect_short_answer(True)
+    detector.expect(short_answer=True)
     signals = dict((s, t) for t, s in run(detector, [0.9] * 10 + [0.0] * 30))
-    assert signals[Signal.TURN_END] - 10 * FRAME < 0.35
+    assert signals[Signal.TURN_END] - 10 * FRAME < 0.4
 
 
 def test_unfinished_words_buy_the_caller_more_time() -> None:
@@ -40,9 +60,9 @@ def test_unfinished_words_buy_the_caller_more_time() -> None:
     out = run(detector, [0.9] * 10 + [0.0] * 8)
     assert out[-1][1] is Signal.SPECULATE
     detector.evidence("I want to check my card and")
-    later = run(detector, [0.0] * 30, start=18 * FRAME)
+    later = run(detector, [0.0] * 40, start=18 * FRAME)
     end = next(t for t, s in later if s is Signal.TURN_END)
-    assert end - 10 * FRAME >= 0.45 + 0.5 - 1e-9
+    assert end - 10 * FRAME >= 0.6 + 0.5 - 1e-9
 
 
 def test_a_click_shorter_than_min_speech_is_ignored() -> None:

@@ -475,3 +475,76 @@ async def test_turns_arriving_together_are_handled_one_at_a_time(make_call: Make
 async def test_a_call_id_that_cannot_key_a_context_is_refused(bank: PgBank) -> None:
     with pytest.raises(ValueError, match="unusable Call-ID"):
         Dialogue(CallInfo("bad\r\nid", ALICE_PHONE), bank, FastPathUnderstander(), MemoryContextStore())
+
+
+async def test_silence_reprompts_and_two_silences_in_a_row_transfer(make_call: MakeCall) -> None:
+    call = make_call(ALICE_PHONE)
+    await call.start()
+    first = await call.say("")
+    assert first.say.startswith(templates.NO_INPUT) and first.action is None
+    assert transfer_of(await call.say("   ")).reason == "not_understood"
+
+
+async def test_small_talk_is_answered_and_neither_helps_nor_counts_against_the_caller(make_call: MakeCall) -> None:
+    call = make_call(ALICE_PHONE)
+    await call.start()
+    await call.say("purple monkey")  # one misunderstanding
+    hello = await call.say("hello?")
+    assert hello.say == f"{templates.SMALL_TALK} {templates.ASK_REQUEST}" and hello.action is None
+    assert call.dialogue.context.misunderstood == 1
+
+
+async def test_an_angry_caller_is_transferred_with_the_reason_in_the_summary(make_call: MakeCall) -> None:
+    call = make_call(ALICE_PHONE)
+    await call.start()
+    reply = await call.say("this is ridiculous, where is my damn card")
+    transfer = transfer_of(reply)
+    assert transfer.reason == "angry_caller" and reply.say == templates.TRANSFER_ANGRY
+    assert "reason=angry_caller" in transfer.summary
+
+
+async def test_a_new_request_while_verifying_replaces_the_pending_one(make_call: MakeCall) -> None:
+    call = make_call(ALICE_PHONE)
+    await call.start()
+    await call.say("where is my card")
+    changed = await call.say("actually, what's my balance instead")
+    assert changed.say == f"{templates.OKAY} {templates.ASK_DOB_AGAIN}" and changed.expect is Expect.DATE
+    reply = await call.verify(ALICE_DOB, ALICE_CARD)
+    assert "your available credit is" in reply.say and "tracking" not in reply.say
+    assert await call.audit() == [("verify_dob", "match"), ("verify_last4", "verified"), ("balance", "ok")]
+
+
+async def test_a_new_request_at_a_card_menu_abandons_the_menu(make_call: MakeCall) -> None:
+    call = make_call(BRUNO_PHONE)
+    await call.start()
+    await call.say("I lost my card")
+    assert (await call.verify(BRUNO_DOB, BRUNO_CARD)).max_digits == 1
+    reply = await call.say("wait, just tell me my balance")
+    assert "your available credit is" in reply.say
+    assert call.dialogue.context.card_options == [] and call.dialogue.context.state is DialogueState.WRAP_UP
+
+
+async def test_a_yes_to_a_confirmation_cut_short_by_a_barge_in_asks_again(
+    make_call: MakeCall, mutable_bank: PgBank
+) -> None:
+    call = make_call(BRUNO_PHONE, backend=mutable_bank)
+    await call.start()
+    await call.say("I lost my card")
+    await call.verify(BRUNO_DOB, BRUNO_CARD)
+    confirm = await call.press("2")
+    call.dialogue.heard(confirm.say[:15], interrupted=True)  # the caller talked over the question
+    again = await call.say("yes")
+    assert again.say == f"{templates.ASK_AGAIN} {confirm.say}" and again.expect is Expect.YES_NO
+    assert ("block_card", "ok") not in await call.audit()
+    call.dialogue.heard(again.say, interrupted=False)  # heard whole this time
+    done = await call.say("yes")
+    assert done.say.startswith("I've permanently blocked the card ending in 5 1 0 0.")
+
+
+async def test_a_barge_in_on_a_report_changes_nothing_and_repeat_says_it_whole(make_call: MakeCall) -> None:
+    call = make_call(ALICE_PHONE)
+    await call.start()
+    await call.say("where is my card")
+    report = await call.verify(ALICE_DOB, ALICE_CARD)
+    call.dialogue.heard(report.say[:20], interrupted=True)
+    assert (await call.say("sorry, can you repeat that")).say == report.say

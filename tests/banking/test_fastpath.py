@@ -143,3 +143,44 @@ async def test_chain_asks_the_next_understander_only_when_the_fast_path_cannot_t
     assert slow is not None and slow.intent is Intent.BALANCE
     assert fallback.asked == ["how am I doing money-wise"]
     assert await ChainUnderstander([_Fixed(None)]).understand("x", Expect.FREE) is None
+
+
+@pytest.mark.parametrize(
+    "utterance",
+    [
+        "where the hell is my damn card",
+        "this is ridiculous",
+        "you stupid machine",
+        "I'm sick and tired of this",
+        "absolutely unacceptable, get me my card",
+        "what a waste of my time",
+    ],
+)
+def test_an_angry_caller_is_marked_angry_and_wants_a_human_whatever_was_asked(utterance: str) -> None:
+    for expect in (Expect.FREE, Expect.YES_NO):
+        assert understand(utterance, expect) == Understanding(Intent.AGENT, confidence=0.9, angry=True)
+
+
+@pytest.mark.parametrize(
+    "utterance",
+    ["stupid question, but where is my card", "I'm not angry, just tell me my balance", "my card is damaged"],
+)
+def test_a_mild_word_is_not_anger(utterance: str) -> None:
+    understanding = understand(utterance)
+    assert understanding is None or not understanding.angry
+
+
+@pytest.mark.parametrize("utterance", ["hello?", "Hi there!", "thank you so much", "good morning", "how are you"])
+def test_small_talk_said_on_its_own(utterance: str) -> None:
+    assert understand(utterance) == Understanding(Intent.SMALL_TALK, confidence=EXACT)
+
+
+def test_small_talk_inside_a_request_is_the_request() -> None:
+    understanding = understand("hello, what's my balance")
+    assert understanding is not None and understanding.intent is Intent.BALANCE
+
+
+@pytest.mark.parametrize("utterance", ["that's it for today", "I'm all set, cheers", "nothing more, thanks"])
+def test_more_ways_to_say_goodbye(utterance: str) -> None:
+    understanding = understand(utterance)
+    assert understanding is not None and understanding.intent is Intent.GOODBYE

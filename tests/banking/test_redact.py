@@ -11,7 +11,16 @@ import re
 import pytest
 
 from banking.numbers import UNITS
-from banking.redact import DATE_MASK, DIGITS_MASK, PAN_MASK, SECRET_MASK, contains_pan, luhn_valid, redact
+from banking.redact import (
+    DATE_MASK,
+    DIGITS_MASK,
+    PAN_MASK,
+    SECRET_MASK,
+    contains_pan,
+    luhn_valid,
+    redact,
+    redact_for_prompt,
+)
 
 _DIGIT_WORDS = {value: word for word, value in UNITS.items() if word not in ("oh", "o")}
 _FILLER = ["my", "card", "is", "please", "the", "number", "thanks", "so", "uh", "it's", "and", "then"]
@@ -149,3 +158,24 @@ def test_partial_dates_and_card_endings_are_not_masked() -> None:
 def test_mask_all_digits_masks_every_digit_string_for_secret_answers() -> None:
     assert redact("it's four two one one", mask_all_digits=True) == f"it's {DIGITS_MASK}"
     assert redact("1 8 8 1", mask_all_digits=True) == DIGITS_MASK
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("it's 1881", f"it's {DIGITS_MASK}"),  # a card ending said out of turn
+        ("four one nine", DIGITS_MASK),  # a CVV with no word to announce it
+        ("the 2nd card, I have 2 cards", "the 2nd card, I have 2 cards"),
+        ("card number two", "card number two"),
+        ("card 4111 1111 1111 1111", f"card {PAN_MASK}"),
+        ("born March 5th, 1980", f"born {DATE_MASK}"),
+        ("pin is 12", f"pin is {SECRET_MASK}"),
+    ],
+)
+def test_text_for_a_prompt_keeps_no_digit_string_longer_than_two(text: str, expected: str) -> None:
+    assert redact_for_prompt(text) == expected
+    assert redact_for_prompt(expected) == expected  # idempotent
+
+
+def test_text_for_a_prompt_loses_every_digit_when_a_secret_was_asked() -> None:
+    assert redact_for_prompt("the second, number 2", mask_all_digits=True) == f"the second, number {DIGITS_MASK}"
