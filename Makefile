@@ -9,7 +9,7 @@ LOCAL   := $(VENV)/.stamp-local
 # other flags is never reused.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all venv local models demo test lint typecheck unit bench-media clean
+.PHONY: all venv local models demo test lint typecheck unit bench-media bench-latency eval-dialogue clean
 
 all: test
 
@@ -53,6 +53,13 @@ test: lint typecheck models unit
 
 bench-media: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_media
+
+bench-latency: models
+	$(BIN)/python -m tests.bench.bench_latency
+
+eval-dialogue: models
+	$(BIN)/python -m banking.eval.run --llm none
+	$(BIN)/python -m banking.eval.run --llm qwen2.5-0.5b
 
 demo: models
 	$(BIN)/python -m avc.demo
