@@ -8,9 +8,7 @@ from sql/), OpenSIPS as the protocol double.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -18,17 +16,9 @@ import pytest
 
 from avc.banking_responder import BankingServices
 from avc.banking_responder import static_prompts as banking_prompts
-from avc.chain import ChainDeps, chain_factory
-from avc.config import Settings
-from avc.connector import Connector
-from avc.engine_setup import engine_config
-from avc.metrics import Metrics
-from avc.prompts import PromptCache
-from engines.manifest import Manifest
-from engines.registry import Engines, build_engines
+from engines.registry import Engines
 from tests.banking.conftest import pg_dsn  # noqa: F401 - a fixture: the throwaway seeded database
-from tests.support.opensips_double import OpenSIPSDouble
-from tests.support.rtp_peer import RtpPeerGroup
+from tests.support.chain_node import chain_node
 from tests.support.voice_caller import VoiceCaller, say, transcribe
 
 pytestmark = pytest.mark.models
@@ -36,34 +26,15 @@ pytestmark = pytest.mark.models
 ALICE = "<tel:+12025550101>"
 
 
-@pytest.fixture(scope="module")
-def engines() -> Iterator[Engines]:
-    loaded = build_engines(engine_config(Settings()), Manifest.load(Path(".models")))
-    yield loaded
-    loaded.close()
-
-
 @pytest.fixture
 async def node(engines: Engines, pg_dsn: str) -> AsyncIterator[dict[str, Any]]:  # noqa: F811
     # The fast path alone: the LLM understander has tests of its own, and this call needs none.
     services = await BankingServices.connect(pg_dsn, "redis://127.0.0.1:6379/0", llm=None)
-    prompts = PromptCache(engines.tts)
-    await prompts.warm(banking_prompts())
-    metrics = Metrics()
-    deps = ChainDeps(engines=engines, prompts=prompts, responder_factory=services.responder_factory(), metrics=metrics)
-    async with OpenSIPSDouble() as osips:
-        base = random.randrange(20000, 60000, 200)
-        settings = Settings(
-            mi_url=osips.mi_datagram_uri, event_port=0, rtp_port_min=base, rtp_port_max=base + 9, mode="chain"
-        )
-        connector = Connector(settings, app_factory=chain_factory(deps), metrics=metrics)
-        await connector.start()
-        await osips.wait_subscribed(3.0)
-        group = RtpPeerGroup()
-        yield {"osips": osips, "connector": connector, "group": group, "pg_dsn": pg_dsn}
-        await connector.stop()
-        await group.close()
-    await services.close()
+    try:
+        async with chain_node(engines, services.responder_factory(), banking_prompts()) as chain:
+            yield {"osips": chain.osips, "connector": chain.connector, "group": chain.group, "pg_dsn": pg_dsn}
+    finally:
+        await services.close()
 
 
 async def turn(caller: VoiceCaller, engines: Engines, text: str) -> str:

@@ -7,34 +7,18 @@ and transcribed back with Whisper. OpenSIPS is the protocol double.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from avc.chain import ChainApp, ChainDeps, chain_factory
-from avc.config import Settings
-from avc.connector import Connector
-from avc.engine_setup import engine_config
-from avc.metrics import Metrics
-from avc.prompts import PromptCache
+from avc.chain import ChainApp
 from avc.responder import LlmResponder, RepeatResponder, Responder
-from engines.manifest import Manifest
-from engines.registry import Engines, build_engines
-from tests.support.opensips_double import OpenSIPSDouble
-from tests.support.rtp_peer import RtpPeerGroup
+from engines.registry import Engines
+from tests.support.chain_node import chain_node
 from tests.support.voice_caller import VoiceCaller, loud, say, transcribe
 
 pytestmark = pytest.mark.models
-
-
-@pytest.fixture(scope="module")
-def engines() -> Iterator[Engines]:
-    loaded = build_engines(engine_config(Settings()), Manifest.load(Path(".models")))
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture
@@ -48,29 +32,15 @@ async def harness(engines: Engines) -> AsyncIterator[dict[str, Any]]:
         responders.append(responder)
         return responder
 
-    metrics = Metrics()
-    prompts = PromptCache(engines.tts)
-    await prompts.warm(RepeatResponder("", None).static_prompts())
-    deps = ChainDeps(engines=engines, prompts=prompts, responder_factory=make_responder, metrics=metrics)
-    async with OpenSIPSDouble() as osips:
-        base = random.randrange(20000, 60000, 200)
-        settings = Settings(
-            mi_url=osips.mi_datagram_uri, event_port=0, rtp_port_min=base, rtp_port_max=base + 9, mode="chain"
-        )
-        connector = Connector(settings, app_factory=chain_factory(deps), metrics=metrics)
-        await connector.start()
-        await osips.wait_subscribed(3.0)
-        group = RtpPeerGroup()
+    async with chain_node(engines, make_responder, list(RepeatResponder("", None).static_prompts())) as node:
         yield {
-            "osips": osips,
-            "connector": connector,
-            "group": group,
+            "osips": node.osips,
+            "connector": node.connector,
+            "group": node.group,
             "responders": responders,
             "kind": kind,
-            "metrics": metrics,
+            "metrics": node.metrics,
         }
-        await connector.stop()
-        await group.close()
 
 
 async def call_in(h: dict[str, Any]) -> VoiceCaller:

@@ -144,7 +144,10 @@ async def test_a_missing_table_spools_records_which_replay_in_order_exactly_once
     pool: asyncpg.Pool, spool_dir: Path
 ) -> None:
     writer = RecordingWriter(PgJournal(pool))
-    journal = DurableJournal(writer, spool_dir, retry_s=FAST_RETRY_S, max_retry_s=FAST_RETRY_S)
+    failures: list[int] = []
+    journal = DurableJournal(
+        writer, spool_dir, retry_s=FAST_RETRY_S, max_retry_s=FAST_RETRY_S, on_failure=lambda: failures.append(1)
+    )
     await journal.start()
     session_id = str(uuid.uuid4())
     async with pool.acquire() as conn:
@@ -155,6 +158,7 @@ async def test_a_missing_table_spools_records_which_replay_in_order_exactly_once
         spooled = (spool_dir / PENDING).read_text(encoding="utf-8")
         assert "4321" not in spooled and "[secret]" in spooled  # the spool holds redacted text only
         assert journal.depth == writes - 1
+        assert failures  # each failed write is counted, for the avc_writer_failures metric
     finally:
         async with pool.acquire() as conn:
             await conn.execute("ALTER TABLE conversation_turns_away RENAME TO conversation_turns")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from banking import templates
+from banking.backend import AuthLevel, Principal
 from banking.context import MemoryContextStore
 from banking.dialogue import CallInfo, Dialogue, Transfer
 from banking.eval.recording import RecordingLlm
@@ -197,6 +198,27 @@ async def test_a_caller_the_model_finds_angry_is_transferred_with_a_summary(bank
     assert isinstance(reply.action, Transfer) and reply.action.reason == "angry_caller"
     assert reply.say == templates.TRANSFER_ANGRY
     assert "reason=angry_caller" in reply.action.summary and "customer=unverified" in reply.action.summary
+
+
+async def test_a_card_change_only_a_model_understood_is_confirmed_first(
+    mutable_bank: PgBank, real_call: RealCall
+) -> None:
+    llm = ScriptedLlm(answer("pause_card"))
+    understander = ChainUnderstander([FastPathUnderstander(), LlmUnderstander(llm)])
+    dialogue = Dialogue(CallInfo(real_call.call_id, "+12025550101"), mutable_bank, understander, MemoryContextStore())
+    await dialogue.start()
+    await dialogue.handle_text("can you switch my card off for a bit")
+    await dialogue.handle_text("March 5th, 1980")
+    asked = await dialogue.handle_digits("1881")
+    assert (
+        asked.say
+        == f"{templates.VERIFIED} Just to check: you want me to lock the card ending in 1 8 8 1? Please say yes or no."
+    )
+    assert (await dialogue.handle_text("no")).say.startswith(templates.CANCELLED)
+    cards = await mutable_bank.list_cards(Principal("C000001", AuthLevel.VERIFIED))
+    assert {card.last4: card.status for card in cards}["1881"] == "active"
+    # The same request in a clear phrasing is done at once, as before.
+    assert (await dialogue.handle_text("lock my card")).say.startswith("I've locked the card ending in 1 8 8 1.")
 
 
 # -- with the real models --

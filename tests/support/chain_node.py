@@ -1,0 +1,49 @@
+"""A connector in chain mode behind the OpenSIPS double, for tests that talk to it over RTP."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from avc.chain import ChainDeps, chain_factory
+from avc.config import Settings
+from avc.connector import Connector
+from avc.metrics import Metrics
+from avc.prompts import PromptCache
+from avc.responder import ResponderFactory
+from engines.registry import Engines
+from tests.support.opensips_double import OpenSIPSDouble
+from tests.support.rtp_peer import RtpPeerGroup
+
+
+@dataclass
+class ChainNode:
+    osips: OpenSIPSDouble
+    connector: Connector
+    group: RtpPeerGroup
+    metrics: Metrics
+
+
+@asynccontextmanager
+async def chain_node(engines: Engines, responders: ResponderFactory, prompts: list[str]) -> AsyncIterator[ChainNode]:
+    """A connector in chain mode behind the OpenSIPS double, with RTP peers to call it from."""
+    metrics = Metrics()
+    cache = PromptCache(engines.tts)
+    await cache.warm(prompts)
+    deps = ChainDeps(engines=engines, prompts=cache, responder_factory=responders, metrics=metrics)
+    async with OpenSIPSDouble() as osips:
+        base = random.randrange(20000, 60000, 200)
+        settings = Settings(
+            mi_url=osips.mi_datagram_uri, event_port=0, rtp_port_min=base, rtp_port_max=base + 9, mode="chain"
+        )
+        connector = Connector(settings, app_factory=chain_factory(deps), metrics=metrics)
+        await connector.start()
+        await osips.wait_subscribed(3.0)
+        group = RtpPeerGroup()
+        try:
+            yield ChainNode(osips, connector, group, metrics)
+        finally:
+            await connector.stop()
+            await group.close()
