@@ -75,6 +75,7 @@ class CallContext:
     pending_intent: Intent | None = None  # the request waiting for verification or a card choice
     card_options: list[str] = field(default_factory=list)  # card ids offered in a keypad menu, in order
     chosen_card: str | None = None  # card id waiting for a yes
+    confirm_change: bool = False  # the pending card change was understood by a model: ask before making it
     intents: list[str] = field(default_factory=list)  # every request made, for the call record
     seq: int = 0  # next turn number
     transfer_reason: str | None = None
@@ -96,6 +97,7 @@ class CallContext:
                 "pending_intent": None if self.pending_intent is None else self.pending_intent.value,
                 "card_options": self.card_options,
                 "chosen_card": self.chosen_card,
+                "confirm_change": self.confirm_change,
                 "intents": self.intents,
                 "seq": self.seq,
                 "transfer_reason": self.transfer_reason,
@@ -122,6 +124,7 @@ class CallContext:
                 pending_intent=None if raw.get("pending_intent") is None else Intent(raw["pending_intent"]),
                 card_options=_str_list(raw, "card_options"),
                 chosen_card=_optional(raw, "chosen_card", str),
+                confirm_change=_optional(raw, "confirm_change", bool) or False,  # absent from older contexts
                 intents=_str_list(raw, "intents"),
                 seq=_typed(raw, "seq", int),
                 transfer_reason=_optional(raw, "transfer_reason", str),

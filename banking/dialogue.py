@@ -5,11 +5,15 @@ States (`DialogueState`), in the order a call meets them:
 - LISTEN: waits for a request; a service asked by an unverified caller starts authentication;
 - AUTH_DOB, then AUTH_FACTOR (last four digits by keypad, or star for a one-time code: AUTH_OTP):
   a mismatch goes back to AUTH_DOB, the third one locks voice verification and transfers;
-- serve: the request, possibly through CHOOSE_CARD (keypad menu), CONFIRM (before a block) or
-  OFFER_AGENT (a returned card);
+- serve: the request, possibly through CHOOSE_CARD (keypad menu), CONFIRM (before a block, and
+  before any card change that only a model understood) or OFFER_AGENT (a returned card);
 - WRAP_UP: "anything else?": another request, or goodbye;
-- ENDED: after a goodbye (hang up) or a transfer (asked for, two turns in a row not understood,
-  lockout, unknown caller, bank unreachable).
+- ENDED: after a goodbye (hang up) or a transfer (asked for, an angry caller, two turns in a row not
+  understood or not heard, lockout, unknown caller, bank unreachable).
+
+A caller may change their mind at any point: a new request while verifying replaces the pending one,
+and one made at a card menu or a confirmation abandons it. A yes/no question cut off by a barge-in
+(`heard`) is asked again rather than answered by a "yes" the caller gave without hearing it whole.
 
 Identification is by the calling number (auth level 0, `AuthLevel.ANI`); a phone shared by several
 customers is resolved by their answers. Verification (level 1) is the date of birth (spoken, or typed
@@ -75,6 +79,7 @@ log = logging.getLogger(__name__)
 MAX_AUTH_FAILURES: Final = 3
 MAX_MISUNDERSTOOD: Final = 2
 MIN_CONFIDENCE: Final = 0.6
+SURE: Final = 0.9  # below this (a model's reading, not a clear phrasing) a card change is confirmed first
 MAX_TEXT_CHARS: Final = 1000  # longer "utterances" are not speech; the rest is not read
 MAX_MENU_CARDS: Final = 9  # one keypad digit each
 TRANSACTIONS_TOLD: Final = 3
@@ -155,6 +160,7 @@ class Dialogue:
         self._context = CallContext(call_id=self._call.call_id)
         self._lock = asyncio.Lock()  # one turn at a time: a key press may arrive while speech is handled
         self._closed = False
+        self._question_cut = False  # the last reply was cut short by a barge-in
 
     @property
     def context(self) -> CallContext:
@@ -214,6 +220,14 @@ class Dialogue:
                 reply = await self._on_digits(digits.rstrip("#") or "#")
             return await self._respond(reply, turn, began)
 
+    def heard(self, said: str, interrupted: bool) -> None:
+        """What the caller actually heard of the last reply: all of it, or `said` when a barge-in cut it short.
+
+        Only the fact of the cut matters here: a yes/no question cut off is asked again before a yes or no
+        counts (the caller may not have heard which card it was about). "Repeat" still says the whole reply.
+        """
+        self._question_cut = interrupted and said.strip() != self._context.last_say.strip()
+
     async def close(self, outcome: str = "caller_hangup") -> None:
         """The call is over (whoever ended it): write the final record and forget the context."""
         async with self._lock:
@@ -243,6 +257,7 @@ class Dialogue:
 
     async def _respond(self, reply: Reply, caller: Turn | None, began: float) -> Reply:
         context = self._context
+        self._question_cut = False  # a new reply: nothing of it has been cut yet
         if caller is not None:
             await self._journal.turn(context.session_id, caller)
         if reply.say:
@@ -327,11 +342,14 @@ class Dialogue:
         context.pending_intent = None
         context.card_options = []
         context.chosen_card = None
+        context.confirm_change = False
         return Reply(f"{said} {templates.ANYTHING_ELSE}", Expect.FREE)
 
     # -- speech --
 
     async def _on_text(self, text: str) -> Reply:
+        if not text.strip():  # the recogniser heard nothing (silence, noise): it counts as not understood
+            return self._misunderstood(templates.NO_INPUT)
         manipulation = screen(text)
         if manipulation is not None:
             log.warning("manipulation attempt (%s): no data, no action", manipulation)
@@ -355,6 +373,9 @@ class Dialogue:
     async def _on_understanding(self, understanding: Understanding) -> Reply:
         context = self._context
         intent = understanding.intent
+        if understanding.angry:
+            context.intents.append(Intent.AGENT.value)
+            return self._transfer("angry_caller", templates.TRANSFER_ANGRY)
         if intent is Intent.AGENT:
             context.intents.append(intent.value)
             return self._transfer("caller_request", templates.TRANSFER)
@@ -362,6 +383,11 @@ class Dialogue:
             return self._goodbye()
         if intent is Intent.REPEAT:
             return self._reply(context.last_say or self._prompt())
+        if intent is Intent.SMALL_TALK:  # polite, and neither progress nor a misunderstanding
+            prompt = templates.ASK_REQUEST if context.state is DialogueState.LISTEN else self._prompt()
+            return self._reply(f"{templates.SMALL_TALK} {prompt}")
+        if intent in SERVICE_INTENTS:
+            context.confirm_change = understanding.confidence < SURE
         state = context.state
         if state in (DialogueState.LISTEN, DialogueState.WRAP_UP):
             if intent in SERVICE_INTENTS:
@@ -374,12 +400,30 @@ class Dialogue:
                 context.state = DialogueState.LISTEN
                 return self._reply(templates.ASK_REQUEST)
             return self._misunderstood()
+        if intent in SERVICE_INTENTS:
+            return await self._change_request(intent)
         if state is DialogueState.CHOOSE_CARD and intent is Intent.DIGITS and understanding.slots.digits:
             return await self._on_menu_choice(understanding.slots.digits)
         if state in (DialogueState.CONFIRM, DialogueState.OFFER_AGENT) and intent in (Intent.YES, Intent.NO):
             context.misunderstood = 0
+            if self._question_cut:
+                question = context.last_say.removeprefix(f"{templates.ASK_AGAIN} ")  # cut twice: said once
+                return self._reply(f"{templates.ASK_AGAIN} {question}")
             return await self._on_yes_no(intent is Intent.YES)
         return self._misunderstood()
+
+    async def _change_request(self, intent: Intent) -> Reply:
+        """A new request in the middle of another: it replaces the one pending."""
+        context = self._context
+        context.misunderstood = 0
+        context.card_options = []
+        context.chosen_card = None
+        if context.state in (DialogueState.AUTH_DOB, DialogueState.AUTH_FACTOR, DialogueState.AUTH_OTP):
+            context.intents.append(intent.value)
+            context.pending_intent = intent
+            return self._with_prompt(templates.OKAY)  # verification goes on where it was
+        context.state = DialogueState.LISTEN
+        return await self._request(intent)
 
     # -- keypad --
 
@@ -578,10 +622,11 @@ class Dialogue:
         return await self._card_chosen(intent, cards[card_id])
 
     async def _card_chosen(self, intent: Intent, card: Card) -> Reply:
-        if intent is Intent.LOST_STOLEN:  # cannot be undone: ask first
+        # A block cannot be undone, and a change asked for in unclear words may not be what was meant: ask first.
+        if intent is Intent.LOST_STOLEN or self._context.confirm_change:
             self._context.chosen_card = card.card_id
             self._context.state = DialogueState.CONFIRM
-            return self._reply(templates.confirm_block(card))
+            return self._reply(templates.confirm_change(intent, card))
         return await self._change_card(intent, card.card_id)
 
     async def _change_card(self, intent: Intent, card_id: str) -> Reply:

@@ -5,9 +5,10 @@ lost my card, what is my balance?"), the fast path returns None and leaves the u
 understander; with the fast path alone, that counts as not understood. An action word under a negation
 ("don't lock my card") is never read as the action.
 
-Order of precedence: a request for a human always wins; then the answer the dialogue asked for (yes/no,
-a digit string, a date); then goodbye and repeat; then one service intent; then a bare yes/no, digit
-string or date said out of turn.
+Order of precedence: an angry caller (swearing, "this is ridiculous") and a request for a human always
+win, both as AGENT, the first marked `angry`; then the answer the dialogue asked for (yes/no, a digit
+string, a date); then goodbye and repeat; then one service intent; then a bare yes/no, digit string or
+date said out of turn; then small talk said on its own ("hello?", "thank you").
 """
 
 from __future__ import annotations
@@ -28,8 +29,22 @@ _AGENT_RE: Final = re.compile(
     r"\b(agents?|human|humans|representative|operator|real person|live person|a person|somebody real|someone real|"
     r"customer service|customer care)\b"
 )
+# Anger aimed at the line or the situation, not a mild complaint: "stupid question, but..." is not angry.
+_ANGRY_RE: Final = re.compile(
+    r"\b(fuck\w*|shit\w*|bullshit|damn\w*|goddamn|bloody|crap|pissed|screw (you|this)|"
+    r"ridiculous|unacceptable|outrageous|disgraceful|appalling|useless|pathetic|incompetent|idiots?|morons?|liars|"
+    r"(you|this|stupid) (stupid|idiot|dumb|useless) ?(machine|robot|bot|system|thing)?|"
+    r"stupid (machine|robot|bot|system|thing)|"
+    r"fed up|sick (of|and tired)|furious|(so|really|very) angry|i'?m angry|waste of (my )?time|this is a joke)\b"
+)
+_SMALL_TALK_RE: Final = re.compile(
+    r"(hi|hello|hey|hiya|good (morning|afternoon|evening))( there)?|"
+    r"(thanks?|thank you)( so much| very much| a lot)?|"
+    r"how are you( doing)?( today)?|nice to (meet|talk to) you"
+)
 _GOODBYE_RE: Final = re.compile(
-    r"\b(good ?bye|bye|that'?s all|that is all|that'?s everything|nothing else|i'?m done|i am done|hang up)\b"
+    r"\b(good ?bye|bye|that'?s all|that is all|that'?s everything|that'?s it|nothing else|nothing more|"
+    r"i'?m done|i am done|i'?m all set|all good thanks|hang up)\b"
 )
 _REPEAT_RE: Final = re.compile(r"\b(repeat|say (that|it) again|come again|pardon|what did you say|didn'?t catch)\b")
 
@@ -118,6 +133,8 @@ def understand(text: str, expect: Expect = Expect.FREE, order: DateOrder = DateO
     normalized = normalize(text)
     if not normalized:
         return None
+    if _ANGRY_RE.search(normalized):
+        return Understanding(Intent.AGENT, confidence=KEYWORD, angry=True)
     if _AGENT_RE.search(normalized):
         return Understanding(Intent.AGENT, confidence=KEYWORD)
     if expect is Expect.YES_NO and (answer := _yes_no(normalized)) is not None:
@@ -138,6 +155,8 @@ def understand(text: str, expect: Expect = Expect.FREE, order: DateOrder = DateO
         return Understanding(Intent.DIGITS, Slots(digits=digits), EXACT)
     if (date := parse_date(text, order)) is not None:
         return Understanding(Intent.DATE, Slots(date=date), EXACT)
+    if _SMALL_TALK_RE.fullmatch(normalized):
+        return Understanding(Intent.SMALL_TALK, confidence=EXACT)
     return None
 
 

@@ -30,6 +30,7 @@ class Intent(StrEnum):
     TRANSACTIONS = "transactions"
     REPEAT = "repeat"
     GOODBYE = "goodbye"
+    SMALL_TALK = "small_talk"  # a greeting, thanks: answered politely, asks for nothing
 
 
 # The intents that ask for a banking service; each needs a verified caller.
@@ -64,9 +65,12 @@ class Slots:
 
 @dataclass(frozen=True, slots=True)
 class Understanding:
+    """What one utterance means. `angry`: the caller is angry, whatever they asked: a human should take over."""
+
     intent: Intent
     slots: Slots = Slots()
     confidence: float = 1.0
+    angry: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:

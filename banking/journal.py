@@ -2,12 +2,17 @@
 
 Text reaches a `Turn` only through `caller_turn` / `bot_turn`, which redact it, so no card number, code
 or date of birth can be stored by forgetting a call. A journal never raises for a storage failure: the
-caller is on the line, so the failure is logged and the call goes on. (Buffering writes through a
-PostgreSQL outage is the job of the durable write queue that will wrap this journal.)
+caller is on the line, so the failure is logged and the call goes on.
+
+Each write is a `JournalRecord`: a UUID, the time it happened and JSON data, so it can wait on disk
+through a PostgreSQL outage and be written later (banking/durable_journal.py). Writing a record twice
+changes nothing: inserts carry the record's UUID and do nothing on a conflict, and a session's end is
+only written while it has none. `PgJournal.write` raises; its `Journal` methods log instead.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import uuid
@@ -24,6 +29,16 @@ from banking.redact import redact
 log = logging.getLogger(__name__)
 
 _STORAGE_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class RecordKind(StrEnum):
+    OPEN = "open"
+    TURN = "turn"
+    AUDIT = "audit"
+    CLOSE = "close"
+
+
+RECORD_VERSION: Final = 1
 
 
 class Speaker(StrEnum):
@@ -109,60 +124,138 @@ class NullJournal:
         return None
 
 
-class PgJournal:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One write of the call record: `data` holds JSON values only, already redacted."""
 
-    async def _execute(self, what: str, query: str, *args: object) -> None:
+    id: str  # a UUID; a session's start uses the session's own id, the row it creates
+    kind: RecordKind
+    session_id: str
+    at: dt.datetime  # when it happened, not when it reached PostgreSQL (which may be after an outage)
+    data: Mapping[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": RECORD_VERSION,
+                "id": self.id,
+                "kind": self.kind.value,
+                "session_id": self.session_id,
+                "at": self.at.isoformat(),
+                "data": dict(self.data),
+            },
+            separators=(",", ":"),
+            default=str,
+        )
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> JournalRecord:
+        """The record of one spooled line; ValueError when it is not one."""
+        raw = json.loads(line)
+        if not isinstance(raw, dict) or raw.get("v") != RECORD_VERSION:
+            raise ValueError("not a journal record of a known version")
+        data, at = raw.get("data"), dt.datetime.fromisoformat(str(raw.get("at")))
+        if not isinstance(data, dict) or at.tzinfo is None:
+            raise ValueError("a journal record needs object data and a time with its zone")
+        return cls(
+            id=str(uuid.UUID(str(raw.get("id")))),
+            kind=RecordKind(str(raw.get("kind"))),
+            session_id=str(uuid.UUID(str(raw.get("session_id")))),
+            at=at,
+            data=data,
+        )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def open_record(start: SessionStart) -> JournalRecord:
+    data = {"call_id": start.call_id, "b2b_key": start.b2b_key, "ani_last4": start.ani_last4}
+    return JournalRecord(start.session_id, RecordKind.OPEN, start.session_id, _now(), data)
+
+
+def turn_record(session_id: str, turn: Turn) -> JournalRecord:
+    data = {"seq": turn.seq, "speaker": turn.speaker.value, "text": turn.text, "timings": dict(turn.timings)}
+    return JournalRecord(str(uuid.uuid4()), RecordKind.TURN, session_id, _now(), data)
+
+
+def audit_record(session_id: str, entry: AuditEntry) -> JournalRecord:
+    data = {
+        "operation": entry.operation,
+        "auth_level": None if entry.auth_level is None else int(entry.auth_level),
+        "outcome": entry.outcome,
+        "params": dict(entry.params),
+    }
+    return JournalRecord(str(uuid.uuid4()), RecordKind.AUDIT, session_id, _now(), data)
+
+
+def close_record(session_id: str, end: SessionEnd) -> JournalRecord:
+    data = {
+        "outcome": end.outcome,
+        "auth_level": None if end.auth_level is None else int(end.auth_level),
+        "intent": end.intent,
+        "record": json.loads(json.dumps(dict(end.record), default=str)),
+    }
+    return JournalRecord(str(uuid.uuid4()), RecordKind.CLOSE, session_id, _now(), data)
+
+
+_SQL: Final[Mapping[RecordKind, str]] = {
+    RecordKind.OPEN: "INSERT INTO call_sessions (id, call_id, b2b_key, ani_last4, started_at) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    # No conflict target: a turn already there, by its id or by its number, is not written again.
+    RecordKind.TURN: "INSERT INTO conversation_turns (id, session_id, seq, speaker, text, timings, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    RecordKind.AUDIT: "INSERT INTO banking_transactions "
+    "(id, session_id, operation, auth_level, params, outcome, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+    # GREATEST: a wall clock stepped back between start and end must not break the CHECK on the row.
+    RecordKind.CLOSE: "UPDATE call_sessions SET ended_at = GREATEST(started_at, $2), outcome = $3, auth_level = $4, "
+    "intent = $5, record = $6 WHERE id = $1 AND ended_at IS NULL",
+}
+
+
+def _arguments(record: JournalRecord) -> tuple[object, ...]:
+    data, session = record.data, uuid.UUID(record.session_id)
+    if record.kind is RecordKind.OPEN:
+        return session, data["call_id"], data["b2b_key"], data["ani_last4"], record.at
+    if record.kind is RecordKind.TURN:
+        timings = json.dumps(data["timings"])
+        return uuid.UUID(record.id), session, data["seq"], data["speaker"], data["text"], timings, record.at
+    if record.kind is RecordKind.AUDIT:
+        params = json.dumps(data["params"])
+        return uuid.UUID(record.id), session, data["operation"], data["auth_level"], params, data["outcome"], record.at
+    return session, record.at, data["outcome"], data["auth_level"], data["intent"], json.dumps(data["record"])
+
+
+class PgJournal:
+    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 5.0) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+
+    async def write(self, record: JournalRecord) -> None:
+        """Write one record, or raise what PostgreSQL (or the connection to it) raised.
+
+        KeyError, TypeError or ValueError mean the record itself is malformed (a damaged spool line).
+        """
+        arguments = _arguments(record)
+        async with self._pool.acquire(timeout=self._timeout_s) as conn:
+            await conn.execute(_SQL[record.kind], *arguments, timeout=self._timeout_s)
+
+    async def _logged(self, what: str, record: JournalRecord) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                await conn.execute(query, *args)
+            await self.write(record)
         except _STORAGE_ERRORS as exc:
             log.error("call record: %s not written: %s: %s", what, type(exc).__name__, exc)
 
     async def open(self, start: SessionStart) -> None:
-        await self._execute(
-            "session start",
-            "INSERT INTO call_sessions (id, call_id, b2b_key, ani_last4) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (id) DO NOTHING",
-            uuid.UUID(start.session_id),
-            start.call_id,
-            start.b2b_key,
-            start.ani_last4,
-        )
+        await self._logged("session start", open_record(start))
 
     async def turn(self, session_id: str, turn: Turn) -> None:
-        await self._execute(
-            "turn",
-            "INSERT INTO conversation_turns (session_id, seq, speaker, text, timings) VALUES ($1, $2, $3, $4, $5) "
-            "ON CONFLICT (session_id, seq) DO NOTHING",
-            uuid.UUID(session_id),
-            turn.seq,
-            turn.speaker.value,
-            turn.text,
-            json.dumps(dict(turn.timings)),
-        )
+        await self._logged("turn", turn_record(session_id, turn))
 
     async def audit(self, session_id: str, entry: AuditEntry) -> None:
-        await self._execute(
-            "audit entry",
-            "INSERT INTO banking_transactions (session_id, operation, auth_level, params, outcome) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            uuid.UUID(session_id),
-            entry.operation,
-            None if entry.auth_level is None else int(entry.auth_level),
-            json.dumps(dict(entry.params)),
-            entry.outcome,
-        )
+        await self._logged("audit entry", audit_record(session_id, entry))
 
     async def close(self, session_id: str, end: SessionEnd) -> None:
-        await self._execute(
-            "session end",
-            "UPDATE call_sessions SET ended_at = now(), outcome = $2, auth_level = $3, intent = $4, record = $5 "
-            "WHERE id = $1 AND ended_at IS NULL",
-            uuid.UUID(session_id),
-            end.outcome,
-            None if end.auth_level is None else int(end.auth_level),
-            end.intent,
-            json.dumps(dict(end.record), default=str),
-        )
+        await self._logged("session end", close_record(session_id, end))

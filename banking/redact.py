@@ -10,6 +10,8 @@ What is masked, and why:
   factor, and in a transcript there is no telling a date of birth from another date.
 - with `mask_all_digits`, every digit string: for answers given while a secret was asked for.
 
+`redact_for_prompt` is stricter still, for text that goes into a model prompt.
+
 Masks are bracketed words with no digits, so redacting twice changes nothing.
 """
 
@@ -24,6 +26,7 @@ PAN_MASK: Final = "[card number]"
 SECRET_MASK: Final = "[secret]"
 DATE_MASK: Final = "[date]"
 DIGITS_MASK: Final = "[digits]"
+PROMPT_MAX_DIGITS: Final = 2  # the longest digit string a model prompt may hold
 PAN_MIN_DIGITS: Final = 13
 PAN_MAX_DIGITS: Final = 19
 SECRET_WORDS: Final = frozenset(
@@ -94,4 +97,18 @@ def redact(text: str, *, mask_dates: bool = True, mask_all_digits: bool = False)
             spans.append((run.start, run.end, DIGITS_MASK))
     for start, end, mask in sorted(spans, reverse=True):
         text = text[:start] + mask + text[end:]
+    return text
+
+
+def redact_for_prompt(text: str, *, mask_all_digits: bool = False) -> str:
+    """`redact`, made stricter for text bound for a model prompt: every digit string of three or more digits goes.
+
+    A model needs no number to tell what a caller wants, while a short digit string said out of turn
+    ("it's 1881", "419") may be a card's ending or a CVV with no word to announce it. One or two digits
+    stay: "the 2nd card", "I have 2 cards".
+    """
+    text = redact(text, mask_all_digits=mask_all_digits)
+    runs = [run for run in digit_runs(tokenize(text)) if len(run.digits) > PROMPT_MAX_DIGITS]
+    for run in reversed(runs):
+        text = text[: run.start] + DIGITS_MASK + text[run.end :]
     return text

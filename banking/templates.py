@@ -27,6 +27,9 @@ SERVICES: Final = (
 ASK_REQUEST: Final = "What can I help you with?"
 ANYTHING_ELSE: Final = "Is there anything else I can help you with?"
 NOT_UNDERSTOOD: Final = "Sorry, I didn't get that."
+NO_INPUT: Final = "Sorry, I didn't hear anything."
+SMALL_TALK: Final = "I'm happy to help."
+ASK_AGAIN: Final = "Sorry, you may have missed my question."
 ASK_DOB: Final = "First I need to verify your identity. Please tell me your date of birth."
 ASK_DOB_AGAIN: Final = "Please tell me your date of birth, for example, July fourth, nineteen seventy-five."
 ASK_FACTOR: Final = (
@@ -62,6 +65,7 @@ REFUSAL: Final = (
     "I can only help with your own cards and accounts, after verifying your identity, and I can't change how I work."
 )
 TRANSFER: Final = "Let me transfer you to an agent. Please hold."
+TRANSFER_ANGRY: Final = "I'm sorry about the trouble. Let me get you to an agent who can help. Please hold."
 TRANSFER_AFTER_MISUNDERSTANDING: Final = "Sorry, I'm having trouble understanding. Let me transfer you to an agent."
 UNAVAILABLE: Final = "Sorry, I can't reach our systems right now. Let me transfer you to an agent."
 GOODBYE: Final = "Thank you for calling " + BANK_NAME + ". Goodbye."
@@ -206,6 +210,13 @@ def confirm_block(card: Card) -> str:
         f"To confirm: you want to permanently block {card_name(card.last4)}? "
         "It can't be used again after that. Please say yes or no."
     )
+
+
+def confirm_change(intent: Intent, card: Card) -> str:
+    """The question before a card change: always before a block, before others when the request was unclear."""
+    if intent is Intent.LOST_STOLEN:
+        return confirm_block(card)
+    return f"Just to check: you want me to {_VERB[intent]} {card_name(card.last4)}? Please say yes or no."
 
 
 def no_eligible_card(intent: Intent) -> str:
