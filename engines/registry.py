@@ -30,7 +30,7 @@ KINDS: Final[tuple[Kind, ...]] = ("vad", "asr", "llm", "tts")
 
 PROVIDERS: Final[Mapping[Kind, Mapping[str, str]]] = {
     "vad": {"silero": "engines.vad.silero:load"},
-    "asr": {"whisper": "engines.asr.whisper:load"},
+    "asr": {"whisper": "engines.asr.whisper:load", "vosk": "engines.asr.vosk:load"},
     "llm": {"llama": "engines.llm.llama:load", "openai": "engines.llm.openai:load"},
     "tts": {"piper": "engines.tts.piper:load", "elevenlabs": "engines.tts.elevenlabs:load"},
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,9 +28,10 @@ ALICE = "<tel:+12025550101>"
 
 
 @pytest.fixture
-async def node(engines: Engines, pg_dsn: str) -> AsyncIterator[dict[str, Any]]:  # noqa: F811
-    # The fast path alone: the LLM understander has tests of its own, and this call needs none.
-    services = await BankingServices.connect(pg_dsn, "redis://127.0.0.1:6379/0", llm=None)
+async def node(engines: Engines, pg_dsn: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:  # noqa: F811
+    # The fast path alone: the LLM understander has tests of its own, and this call needs none. Records go through
+    # the durable journal, as in production.
+    services = await BankingServices.connect(pg_dsn, "redis://127.0.0.1:6379/0", llm=None, spool_dir=tmp_path)
     try:
         async with chain_node(engines, services.responder_factory(), banking_prompts()) as chain:
             yield {"osips": chain.osips, "connector": chain.connector, "group": chain.group, "pg_dsn": pg_dsn}

@@ -22,8 +22,8 @@ def empty_manifest(tmp_path: Path) -> Manifest:
 
 
 def test_unknown_provider_is_refused_with_the_known_ones(empty_manifest: Manifest) -> None:
-    with pytest.raises(EngineConfigError, match="unknown asr provider 'vosk'; known: whisper"):
-        build_engines({**LOCAL, "asr": "vosk"}, empty_manifest)
+    with pytest.raises(EngineConfigError, match="unknown asr provider 'kaldi'; known: vosk, whisper"):
+        build_engines({**LOCAL, "asr": "kaldi"}, empty_manifest)
 
 
 def test_missing_and_unknown_kinds_are_refused(empty_manifest: Manifest) -> None:
