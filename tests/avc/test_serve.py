@@ -1,0 +1,113 @@
+"""`avc serve` as operations run it: a real process, configured by environment, drained by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support.opensips_double import OpenSIPSDouble, sdp_offer
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "avc.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError:
+        return 0, b""
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[OpenSIPSDouble, subprocess.Popen[bytes], str]]:
+    async with OpenSIPSDouble() as osips:
+        http = free_port(socket.SOCK_STREAM)
+        env = {
+            **os.environ,
+            "AVC_MI_URL": osips.mi_datagram_uri,
+            "AVC_EVENT_PORT": str(free_port(socket.SOCK_DGRAM)),
+            "AVC_HTTP_PORT": str(http),
+            "AVC_MODE": "echo",
+            "AVC_DRAIN_TIMEOUT": "10",
+            "AVC_SUBSCRIPTION_CHECK_INTERVAL": "0.2",
+            "AVC_RTP_PORT_MIN": "45000",
+            "AVC_RTP_PORT_MAX": "45099",
+        }
+        proc = start_serve(env)
+        try:
+            await osips.wait_subscribed(20.0)
+            yield osips, proc, f"http://127.0.0.1:{http}"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(5)
+
+
+async def wait_status(url: str, status: int) -> None:
+    async with asyncio.timeout(10):
+        while (await asyncio.to_thread(get, url))[0] != status:  # noqa: ASYNC110 - polling another process
+            await asyncio.sleep(0.1)
+
+
+async def test_sigterm_drains_new_calls_get_503_active_calls_finish_then_exit(
+    served: tuple[OpenSIPSDouble, subprocess.Popen[bytes], str],
+) -> None:
+    osips, proc, url = served
+    await wait_status(f"{url}/readyz", 200)
+    active = await osips.invite(sdp_offer("127.0.0.1", 6000))
+    assert (await active.wait_final(5.0)).code == 200
+
+    proc.send_signal(signal.SIGTERM)
+    await wait_status(f"{url}/readyz", 503)
+    body = json.loads((await asyncio.to_thread(get, f"{url}/readyz"))[1])
+    assert body["draining"] is True and body["calls"] == 1
+    refused = await osips.invite(sdp_offer("127.0.0.1", 6002))
+    assert (await refused.wait_final(5.0)).code == 503
+    assert proc.poll() is None, "the node must wait for its active call"
+
+    await active.bye()
+    exit_code = await asyncio.to_thread(proc.wait, 10)
+    assert exit_code == 0
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any("draining" in entry["msg"] for entry in lines)
+    assert all("level" in entry and "ts" in entry for entry in lines)
+    assert osips.subscribers == [] or all(s.expire == 0 for s in osips.subscribers)
+
+
+async def test_a_bad_setting_stops_start_up_with_a_clear_message() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "avc.cli",
+        "serve",
+        env={**os.environ, "AVC_MODE": "karaoke"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert b"AVC_MODE='karaoke'" in err
