@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check avc engines banking tests deploy
 	$(BIN)/ruff format --check avc engines banking tests deploy
 
-typecheck: $(STAMP)
+typecheck: $(LOCAL)
 	$(BIN)/mypy
 
 unit: $(LOCAL)

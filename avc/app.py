@@ -80,5 +80,8 @@ class CallApp(Protocol):
     async def run(self) -> None:
         """Runs for the life of the call; cancelled when the call ends."""
 
+    def snapshot(self) -> Mapping[str, object]:
+        """What operations see of the conversation in `avc calls` (intent, auth level, last latency); no PII."""
+
 
 AppFactory = Callable[[CallControl], CallApp]

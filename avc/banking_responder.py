@@ -9,7 +9,7 @@ shares: the PostgreSQL pool of the reference bank and the call journal, the Redi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +79,13 @@ class BankingResponder:
 
     def static_prompts(self) -> Sequence[str]:
         return static_prompts()
+
+    def call_state(self) -> Mapping[str, str]:
+        context = self.dialogue.context
+        state = {"ai_auth_level": "none" if context.level is None else str(int(context.level))}
+        if context.intents:
+            state["ai_intent"] = context.intents[-1]
+        return state
 
 
 def static_prompts() -> list[str]:

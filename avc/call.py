@@ -174,6 +174,7 @@ class Call:
             "rtp_port": self._port,
             "direction": stream.params.direction if stream else None,
             "rtp": vars(stream.counters).copy() if stream else None,
+            **(self._app.snapshot() if self._app is not None else {}),
         }
 
     # -- the call's task ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +74,12 @@ class ChainApp:
     def __init__(self, call: CallControl, deps: ChainDeps) -> None:
         self._call = call
         self._deps = deps
-        self._audio: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        # Frames with their arrival time: turn-taking runs on the audio's own clock (a count of samples), so a
+        # loaded CPU that processes a backlog late never stretches a pause into an end of turn; arrival times
+        # turn audio instants back into wall-clock ones for latency figures.
+        self._audio: asyncio.Queue[tuple[np.ndarray, float]] = asyncio.Queue()
+        self._audio_t = 0.0
+        self._speech_end_wall = 0.0
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self._vad = deps.engines.vad.new_stream()
         self._frame = deps.engines.vad.frame_size
@@ -87,12 +92,13 @@ class ChainApp:
         self._max_digits: int | None = None
         self._barge_onset: float | None = None
         self.turns: list[dict[str, Any]] = []
+        self.state: dict[str, str] = {}  # what the responder reports for operations (intent, auth level)
         self.outcome = "caller_hangup"
 
     # -- the audio seam ---------------------------------------------------------------------------
 
     def on_audio(self, pcm: np.ndarray) -> None:
-        self._audio.put_nowait(pcm)
+        self._audio.put_nowait((pcm, time.monotonic()))
 
     def on_dtmf(self, event: DtmfEvent) -> None:
         self._deps.metrics.dtmf.labels(event.source).inc()
@@ -116,36 +122,36 @@ class ChainApp:
     async def _listen(self) -> None:
         pending = np.zeros(0, dtype=np.int16)
         frame_s = self._frame / ASR_SAMPLE_RATE
-        timing = TurnTiming()
         while True:
-            pending = np.concatenate((pending, await self._audio.get()))
-            now = time.monotonic()
-            if self._detector.finished(now):
+            chunk, arrived = await self._audio.get()
+            pending = np.concatenate((pending, chunk))
+            if self._detector.finished(self._audio_t):
                 # The speculation came back with a finished sentence between two VAD frames: answer now.
                 self._detector.end_turn()
-                await self._end_of_turn(TurnTiming(speech_end=self._detector.speech_end, turn_end=now))
+                await self._end_of_turn(TurnTiming(speech_end=self._speech_end_wall, turn_end=time.monotonic()))
             while pending.size >= self._frame:
                 frame, pending = pending[: self._frame], pending[self._frame :]
                 prob = await self._deps.vad_pool.run(self._vad.probability, frame)
-                now = time.monotonic()
-                signal = self._detector.feed(prob, now, frame_s, self._bot_speaking())
+                self._audio_t += frame_s
+                signal = self._detector.feed(prob, self._audio_t, frame_s, self._bot_speaking())
+                if self._detector.speech_end == self._audio_t:
+                    self._speech_end_wall = arrived
                 self._preroll.append(frame)
                 if signal is Signal.SPEECH_START or signal is Signal.BARGE_IN_CONFIRM:
                     if signal is Signal.BARGE_IN_CONFIRM:
-                        await self._barge_in(now)
+                        await self._barge_in()
                     self._begin_utterance()
                 elif self._asr is not None and self._detector.in_speech:
                     self._asr.feed(frame)
                 if signal is Signal.SPECULATE:
                     self._speculate()
                 elif signal is Signal.BARGE_IN_PAUSE:
-                    self._barge_onset = self._detector.barge_onset
+                    self._barge_onset = arrived - frame_s
                     self._call.media.pause()
                 elif signal is Signal.BARGE_IN_RESUME:
                     self._call.media.resume()
                 elif signal is Signal.TURN_END:
-                    timing = TurnTiming(speech_end=self._detector.speech_end, turn_end=now)
-                    await self._end_of_turn(timing)
+                    await self._end_of_turn(TurnTiming(speech_end=self._speech_end_wall, turn_end=time.monotonic()))
 
     def _begin_utterance(self) -> None:
         self._asr = self._deps.engines.asr.new_stream()
@@ -212,9 +218,23 @@ class ChainApp:
         return (self._speaker is not None and not self._speaker.done()) or self._call.media.speaking
 
     def _start_speaking(self, turn: BotTurn, timing: TurnTiming | None) -> None:
+        self._publish_state()
         self._detector.expect(short_answer=turn.expect in ("yes_no", "digits"), patient=turn.expect == "date")
         self._max_digits = turn.max_digits
         self._speaker = asyncio.create_task(self._speak(turn, timing or TurnTiming()), name="speaker")
+
+    def _publish_state(self) -> None:
+        if self._responder is None:
+            return
+        for name, value in self._responder.call_state().items():
+            if self.state.get(name) != value:
+                self.state[name] = value
+                self._call.mirror(name, value)  # queued: never waits for the edge
+
+    def snapshot(self) -> Mapping[str, object]:
+        """For `avc calls`: the responder's facts and the last turn's latency."""
+        last = self.turns[-1] if self.turns else {}
+        return {**self.state, "last_voice_to_voice_ms": round(last["voice_to_voice"] * 1000) if last else None}
 
     async def _stop_speaking(self, flush: bool) -> None:
         speaker, self._speaker = self._speaker, None
@@ -225,9 +245,9 @@ class ChainApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await speaker
 
-    async def _barge_in(self, now: float) -> None:
+    async def _barge_in(self) -> None:
         media = self._call.media
-        onset = self._barge_onset or now
+        onset = self._barge_onset or time.monotonic()
         self._barge_onset = None
         media.flush()  # silence on the very next packet
         self._deps.metrics.barge_ins.inc()

@@ -58,13 +58,18 @@ def calls(url: str) -> int:
     if not rows:
         print("no active calls")
         return 0
-    print(f"{'KEY':<38} {'STATE':<12} {'DURATION':>8} {'CODEC':<5} {'ANI':<6} {'RTP in/out/lost':<18}")
+    print(
+        f"{'KEY':<38} {'STATE':<12} {'DURATION':>8} {'CODEC':<5} {'ANI':<6} {'INTENT':<16} {'AUTH':<4} "
+        f"{'LAST V2V':>8} {'RTP in/out/lost':<18}"
+    )
     for c in rows:
         rtp = c.get("rtp") or {}
         counts = f"{rtp.get('received', 0)}/{rtp.get('sent', 0)}/{rtp.get('lost', 0)}"
+        v2v = c.get("last_voice_to_voice_ms")
         print(
             f"{c['key']:<38} {c['state']:<12} {c['duration_s']:>7.1f}s {c.get('codec') or '-':<5} "
-            f"{c.get('ani_last4') or '-':<6} {counts:<18}"
+            f"{c.get('ani_last4') or '-':<6} {c.get('ai_intent') or '-':<16} {c.get('ai_auth_level') or '-':<4} "
+            f"{f'{v2v} ms' if v2v is not None else '-':>8} {counts:<18}"
         )
     return 0
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 from collections import deque
+from collections.abc import Mapping
 from contextlib import suppress
 
 import numpy as np
@@ -49,6 +50,9 @@ class EchoApp:
     async def run(self) -> None:
         await asyncio.Event().wait()
 
+    def snapshot(self) -> Mapping[str, object]:
+        return {"mode": "echo"}
+
 
 class ToneApp:
     """Sends a continuous test tone and logs the level received from the caller every 5 s."""
@@ -77,6 +81,9 @@ class ToneApp:
         if not self._frames or self._energy == 0.0:
             return -math.inf
         return 10 * math.log10(self._energy / self._frames / 32768.0**2)
+
+    def snapshot(self) -> Mapping[str, object]:
+        return {"mode": "tone", "received_dbfs": round(self.received_dbfs, 1)}
 
     async def run(self) -> None:
         while True:

@@ -80,6 +80,9 @@ class Responder(Protocol):
     def static_prompts(self) -> Sequence[str]:
         """Sentences worth synthesising once per process (greeting, 'please enter ...')."""
 
+    def call_state(self) -> Mapping[str, str]:
+        """Facts for operations, mirrored into the edge dialog (e.g. ai_intent, ai_auth_level); no PII."""
+
 
 ResponderFactory = Callable[[str, str | None], Responder]
 """(Call-ID, ANI) -> a responder for that call."""
@@ -117,6 +120,9 @@ class RepeatResponder:
 
     def static_prompts(self) -> Sequence[str]:
         return [self.GREETING, "Goodbye."]
+
+    def call_state(self) -> Mapping[str, str]:
+        return {}
 
 
 @dataclass
@@ -166,3 +172,6 @@ class LlmResponder:
 
     def static_prompts(self) -> Sequence[str]:
         return [self.greeting]
+
+    def call_state(self) -> Mapping[str, str]:
+        return {}

@@ -64,6 +64,11 @@ async def test_a_caller_authenticates_asks_for_the_card_and_hears_the_tracking_f
     await caller.wait_quiet(since=keyed + 0.5, quiet_s=1.5, timeout_s=30.0)
     report = (await transcribe(engines, [p.payload for p in caller.bot_frames(since=keyed)])).lower()
     assert "verified" in report and "ups" in report and "november" in report
+    # Operations see the conversation in the edge's dialog (dlg_list_ctx), pushed by Call-ID.
+    edge = node["osips"].dialog_values(caller.call.call_id)
+    assert edge["ai_auth_level"] == "1" and edge["ai_state"] == "active" and edge.get("ai_intent")
+    listed = next(iter(node["connector"].calls.values())).snapshot()
+    assert listed["ai_auth_level"] == "1" and listed["last_voice_to_voice_ms"] > 0
 
     await turn(caller, engines, "No, that's all. Goodbye.")
     await caller.call.wait_ended(10.0)

@@ -36,7 +36,12 @@ async def chain_node(engines: Engines, responders: ResponderFactory, prompts: li
     async with OpenSIPSDouble() as osips:
         base = random.randrange(20000, 60000, 200)
         settings = Settings(
-            mi_url=osips.mi_datagram_uri, event_port=0, rtp_port_min=base, rtp_port_max=base + 9, mode="chain"
+            mi_url=osips.mi_datagram_uri,
+            edge_mi_url=osips.mi_http_url,
+            event_port=0,
+            rtp_port_min=base,
+            rtp_port_max=base + 9,
+            mode="chain",
         )
         connector = Connector(settings, app_factory=chain_factory(deps), metrics=metrics)
         await connector.start()
