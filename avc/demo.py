@@ -36,7 +36,7 @@ from avc.g711 import ulaw_decode
 from avc.metrics import Metrics
 from banking.migrate import migrate
 
-OUT = Path("out")
+OUT = Path(os.environ.get("AVC_DEMO_OUT", "out"))
 DEMO_DATABASE = "avc_demo"
 ALICE = {"P-Asserted-Identity": "<tel:+12025550101>"}
 
