@@ -116,6 +116,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05),
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "avc_gc_pause_seconds",
+            "Python cyclic garbage collector pauses, by generation (they stall the media tick)",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
+            registry=r,
+        )
         self.port_pool_free = Gauge("avc_rtp_port_pool_free", "Free RTP ports", registry=r)
         self.port_pool_size = Gauge("avc_rtp_port_pool_size", "RTP ports in the pool", registry=r)
         # The conversation layer (engine chain, dialogue, storage); the media core leaves these at zero.

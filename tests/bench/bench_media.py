@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -291,6 +292,27 @@ class Bench:
                 "connector_received": delta("avc_rtp_packets_received_total"),
                 "calls_left_from_previous_step": int(leftover),
                 "generator_max_lateness_ms": round(self.group.max_lateness * 1000, 1),
+                "connector_ticks_late_over_2ms_pct": round(
+                    100
+                    * (
+                        1
+                        - delta('avc_media_tick_lateness_seconds_bucket{le="0.002"}')
+                        / max(1, delta("avc_media_tick_lateness_seconds_count"))
+                    ),
+                    2,
+                ),
+                "connector_gc_gen2_pauses": delta('avc_gc_pause_seconds_count{generation="2"}'),
+                "connector_gc_pauses_over_2ms": delta("avc_gc_pause_seconds_count")
+                - sum(delta(f'avc_gc_pause_seconds_bucket{{generation="{g}",le="0.002"}}') for g in range(3)),
+                "connector_ticks_late_over_5ms_pct": round(
+                    100
+                    * (
+                        1
+                        - delta('avc_media_tick_lateness_seconds_bucket{le="0.005"}')
+                        / max(1, delta("avc_media_tick_lateness_seconds_count"))
+                    ),
+                    2,
+                ),
             },
         )
         await self.hang_up(calls, peers)
@@ -333,6 +355,9 @@ def summarize(values: list[float]) -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.sched_setaffinity(0, {1})
+    # The callers' side keeps every packet it receives: a full collection over them would stall it for tens of
+    # milliseconds and make its own sending bursty. The run is bounded, so collection can wait.
+    gc.disable()
     bench = Bench(args)
     await bench.start()
     steps: list[StepResult] = []
