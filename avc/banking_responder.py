@@ -89,18 +89,11 @@ class BankingResponder:
 
 
 def static_prompts() -> list[str]:
-    """The dialogue's fixed sentences, synthesised once per process."""
-    return [
-        *_sentences(templates.greeting()),
-        templates.ASK_DOB,
-        templates.ASK_MENU_CHOICE,
-        templates.USE_KEYPAD,
-        templates.NOT_UNDERSTOOD,
-        templates.ASK_YES_NO,
-        templates.TRANSFER,
-        templates.ANYTHING_ELSE,
-        *_sentences(templates.GOODBYE),
-    ]
+    """The dialogue's fixed sentences (every constant template), synthesised once per process."""
+    fixed = [value for name, value in vars(templates).items() if name.isupper() and isinstance(value, str)]
+    sentences = {s for text in [templates.greeting(), *fixed] for s in _sentences(text)}
+    # A template naming no fact is the same for every caller; digits would mean a fact or a number.
+    return sorted(s for s in sentences if not any(ch.isdigit() for ch in s))
 
 
 @dataclass

@@ -272,11 +272,16 @@ class ChainApp:
                     if first_sentence:
                         timing.tts_first_audio = time.monotonic()
                 else:
+                    chunks: list[np.ndarray] = []
                     async for chunk in tts.stream(sentence):
                         if first_sentence and not timing.tts_first_audio:
                             timing.tts_first_audio = time.monotonic()
                         media.play(chunk, tts.sample_rate, pad=False)
+                        chunks.append(chunk)
                     media.play(np.zeros(0, dtype=np.int16), tts.sample_rate)
+                    if chunks and not any(ch.isdigit() for ch in sentence):
+                        # Sentences without facts recur across calls ("Thank you, you're verified."): keep them.
+                        self._deps.prompts.put_synthesized(sentence, np.concatenate(chunks), tts.sample_rate)
                 spoken.append(_Spoken(sentence, start, media.frames_queued))
                 if first_sentence and media.frames_queued > start:
                     media.when_sent(start).add_done_callback(lambda f: self._first_packet(f, timing))

@@ -44,6 +44,10 @@ class PromptCache:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
+    def put_synthesized(self, text: str, audio: np.ndarray, rate: int) -> None:
+        """Keep audio that was synthesised for playout anyway, converted to the cache's 8 kHz."""
+        self.put(text, audio if rate == RATE else Resampler(rate, RATE).process(audio))
+
     async def synthesize(self, text: str) -> np.ndarray:
         cached = self.get(text)
         if cached is not None:

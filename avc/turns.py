@@ -29,7 +29,7 @@ class TurnSettings:
     speech_threshold: float = 0.5
     silence_threshold: float = 0.35
     min_speech_s: float = 0.12  # shorter bursts are clicks, not words
-    speculate_s: float = 0.12
+    speculate_s: float = 0.08
     complete_silence_s: float = 0.25
     end_silence_s: float = 0.6
     short_answer_silence_s: float = 0.35
