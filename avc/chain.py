@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,7 +262,7 @@ class ChainApp:
         spoken: list[_Spoken] = []
         first_sentence = True
         try:
-            async for sentence in turn.sentences:
+            async for sentence in _first_clause_apart(turn.sentences):
                 if first_sentence:
                     timing.first_sentence = time.monotonic()
                 start = media.frames_queued
@@ -338,6 +338,31 @@ class ChainApp:
             " ".join(f"{k}={v * 1000:.0f}ms" for k, v in stages.items()),
             extra={"turn_stages": stages},
         )
+
+
+FIRST_CLAUSE_MIN_WORDS = 10
+
+
+async def _first_clause_apart(sentences: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Speak a long first sentence's opening clause on its own: synthesis time grows with length, and the
+    caller waits for all of the first piece before hearing anything. Later sentences synthesise while
+    earlier ones play, so they stay whole."""
+    first = True
+    async for sentence in sentences:
+        if first and len(sentence.split()) >= FIRST_CLAUSE_MIN_WORDS and ", " in sentence:
+            head, tail = sentence.split(", ", 1)
+            if len(head.split()) >= 3 and not _cached_digit_run(head):
+                yield head + ","
+                yield tail
+                first = False
+                continue
+        first = False
+        yield sentence
+
+
+def _cached_digit_run(text: str) -> bool:
+    # "November 18, 2026": a comma inside a date must not cut it.
+    return text.rstrip()[-1:].isdigit()
 
 
 def chain_factory(deps: ChainDeps) -> Callable[[CallControl], CallApp]:

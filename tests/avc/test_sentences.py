@@ -44,3 +44,21 @@ async def test_sentences_of_an_async_stream() -> None:
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
 def test_blank_text_yields_nothing(text: str) -> None:
     assert split_stream([text]) == []
+
+
+async def test_a_long_first_sentence_is_spoken_clause_first_but_dates_stay_whole() -> None:
+    from avc.chain import _first_clause_apart
+
+    async def of(*items: str):  # type: ignore[no-untyped-def]
+        for item in items:
+            yield item
+
+    balance = "Your current balance is one hundred dollars, and your available credit is nine hundred dollars."
+    assert [s async for s in _first_clause_apart(of(balance, "Anything else?"))] == [
+        "Your current balance is one hundred dollars,",
+        "and your available credit is nine hundred dollars.",
+        "Anything else?",
+    ]
+    shipped = "The card ending in 7 3 1 5 was shipped with UPS on November 18, 2026."
+    assert [s async for s in _first_clause_apart(of(shipped))] == [shipped]
+    assert [s async for s in _first_clause_apart(of("Short, sweet.", balance))] == ["Short, sweet.", balance]
