@@ -19,9 +19,9 @@ from avc.metrics import Metrics
 from avc.responder import BotTurn, Expect, Responder, ResponderFactory, TurnTiming
 from avc.sentences import SentenceSplitter
 from banking import templates
-from banking.backend import BankBackend
+from banking.backend import AuthLevel, BankBackend
 from banking.context import ContextStore, RedisContextStore
-from banking.dialogue import CallInfo, Dialogue, Hangup, Reply, Transfer
+from banking.dialogue import MAX_AUTH_FAILURES, CallInfo, Dialogue, Hangup, Reply, Transfer
 from banking.durable_journal import DurableJournal
 from banking.fastpath import FastPathUnderstander
 from banking.intents import ChainUnderstander, Understander
@@ -56,17 +56,37 @@ def bot_turn(reply: Reply) -> BotTurn:
 
 
 class BankingResponder:
-    def __init__(self, dialogue: Dialogue) -> None:
+    def __init__(self, dialogue: Dialogue, metrics: Metrics | None = None) -> None:
         self.dialogue = dialogue
+        self._metrics = metrics
+        self._verified = False
+        self._failures = 0
+
+    def _count_auth(self) -> None:
+        """Authentication outcomes for operations (`avc_auth_outcomes_total`), read off the dialogue's context."""
+        context = self.dialogue.context
+        if self._metrics is None:
+            return
+        if context.failures > self._failures:
+            result = "locked_out" if context.failures >= MAX_AUTH_FAILURES else "failed"
+            self._metrics.auth_outcomes.labels(result).inc(context.failures - self._failures)
+            self._failures = context.failures
+        if not self._verified and context.level is AuthLevel.VERIFIED:
+            self._verified = True
+            self._metrics.auth_outcomes.labels("verified").inc()
 
     async def greet(self) -> BotTurn:
         return bot_turn(await self.dialogue.start())
 
     async def on_text(self, text: str, timing: TurnTiming) -> BotTurn:
-        return bot_turn(await self.dialogue.handle_text(text, timing.stages()))
+        reply = await self.dialogue.handle_text(text, timing.stages())
+        self._count_auth()
+        return bot_turn(reply)
 
     async def on_digits(self, digits: str, timing: TurnTiming) -> BotTurn:
-        return bot_turn(await self.dialogue.handle_digits(digits, timing.stages()))
+        reply = await self.dialogue.handle_digits(digits, timing.stages())
+        self._count_auth()
+        return bot_turn(reply)
 
     def on_spoken(self, said: str, interrupted: bool) -> None:
         self.dialogue.heard(said, interrupted)
@@ -137,10 +157,10 @@ class BankingServices:
             understander=ChainUnderstander(understanders),
         )
 
-    def responder_factory(self) -> ResponderFactory:
+    def responder_factory(self, metrics: Metrics | None = None) -> ResponderFactory:
         def make(call_id: str, ani: str | None) -> Responder:
             dialogue = Dialogue(CallInfo(call_id, ani), self.backend, self.understander, self.store, self.journal)
-            return BankingResponder(dialogue)
+            return BankingResponder(dialogue, metrics)
 
         return make
 

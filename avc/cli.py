@@ -28,17 +28,19 @@ log = logging.getLogger("avc")
 
 async def serve(settings: Settings) -> None:
     metrics = Metrics()
+    connector = Connector(settings, metrics=metrics)
+    # Health and readiness answer from the start: /readyz stays false while the models load.
+    runner = await start_http(connector, settings.http_host, settings.http_port)
     deps = None
     if settings.mode == "chain":
         # Models load before the node subscribes to events: no call arrives before it can be answered.
         deps = await build_chain(settings, metrics)
-    connector = Connector(settings, app_factory=chain_factory(deps) if deps else None, metrics=metrics)
+        connector.app_factory = chain_factory(deps)
     await connector.start()
     # Everything loaded so far (models, modules) lives for the whole process: keep it out of the cyclic
     # collector's full passes, whose pauses would otherwise land on the 20 ms media tick.
     gc.freeze()
     gc.callbacks.append(_gc_timer(metrics))
-    runner = await start_http(connector, settings.http_host, settings.http_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

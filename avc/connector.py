@@ -56,7 +56,11 @@ class Connector:
     ):
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.app_factory = app_factory or builtin_app_factory(settings)
+        # Chain mode gets its factory once the models have loaded (see `avc serve`); until start() the node is
+        # not ready, which is what its readiness probe reports meanwhile.
+        self.app_factory: AppFactory | None = app_factory or (
+            None if settings.mode == "chain" else builtin_app_factory(settings)
+        )
         self._rtp_sender_factory = rtp_sender_factory
         self.calls: dict[str, Call] = {}
         self.ports = PortPool(settings.rtp_port_min, settings.rtp_port_max)
@@ -84,6 +88,8 @@ class Connector:
         return self._mi
 
     async def start(self) -> None:
+        if self.app_factory is None:
+            raise RuntimeError("chain mode needs an application factory (the engine chain) before start()")
         s = self.settings
         self._mi = OpenSIPSMI(mi_client_from_url(s.mi_url, timeout=s.mi_timeout, metrics=self.metrics))
         if s.edge_mi_url:

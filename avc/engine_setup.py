@@ -100,7 +100,7 @@ async def build_chain(settings: Settings, metrics: Metrics, responders: Responde
             Path(settings.journal_spool_dir),
             metrics,
         )
-        factory, cleanup = services.responder_factory(), services.close
+        factory, cleanup = services.responder_factory(metrics), services.close
     else:
         factory = responder_factory(settings, engines)
     prompts = PromptCache(engines.tts)

@@ -17,6 +17,7 @@ import pytest
 
 from avc.banking_responder import BankingServices
 from avc.banking_responder import static_prompts as banking_prompts
+from avc.metrics import Metrics
 from engines.registry import Engines
 from tests.banking.conftest import pg_dsn  # noqa: F401 - a fixture: the throwaway seeded database
 from tests.support.chain_node import chain_node
@@ -33,7 +34,8 @@ async def node(engines: Engines, pg_dsn: str, tmp_path: Path) -> AsyncIterator[d
     # the durable journal, as in production.
     services = await BankingServices.connect(pg_dsn, "redis://127.0.0.1:6379/0", llm=None, spool_dir=tmp_path)
     try:
-        async with chain_node(engines, services.responder_factory(), banking_prompts()) as chain:
+        metrics = Metrics()
+        async with chain_node(engines, services.responder_factory(metrics), banking_prompts(), metrics) as chain:
             yield {"osips": chain.osips, "connector": chain.connector, "group": chain.group, "pg_dsn": pg_dsn}
     finally:
         await services.close()
@@ -67,6 +69,8 @@ async def test_a_caller_authenticates_asks_for_the_card_and_hears_the_tracking_f
     # Operations see the conversation in the edge's dialog (dlg_list_ctx), pushed by Call-ID.
     edge = node["osips"].dialog_values(caller.call.call_id)
     assert edge["ai_auth_level"] == "1" and edge["ai_state"] == "active" and edge.get("ai_intent")
+    auth = node["connector"].metrics.registry.get_sample_value("avc_auth_outcomes_total", {"result": "verified"})
+    assert auth == 1.0
     listed = next(iter(node["connector"].calls.values())).snapshot()
     assert listed["ai_auth_level"] == "1" and listed["last_voice_to_voice_ms"] > 0
 

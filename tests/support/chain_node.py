@@ -27,9 +27,11 @@ class ChainNode:
 
 
 @asynccontextmanager
-async def chain_node(engines: Engines, responders: ResponderFactory, prompts: list[str]) -> AsyncIterator[ChainNode]:
+async def chain_node(
+    engines: Engines, responders: ResponderFactory, prompts: list[str], metrics: Metrics | None = None
+) -> AsyncIterator[ChainNode]:
     """A connector in chain mode behind the OpenSIPS double, with RTP peers to call it from."""
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     cache = PromptCache(engines.tts)
     await cache.warm(prompts)
     deps = ChainDeps(engines=engines, prompts=cache, responder_factory=responders, metrics=metrics)
