@@ -50,7 +50,8 @@ class Settings:
     vad_model: str = "silero-vad"
     asr_model: str = "whisper-tiny.en"
     asr_threads: int = 2
-    llm_model: str = "smollm2-135m"
+    # Qwen2.5 0.5B: 96 % task success in the dialogue evaluation; SmolLM2 (90 %) loads faster, for plumbing.
+    llm_model: str = "qwen2.5-0.5b"
     llm_threads: int = 2
     tts_model: str = "piper-joe-medium"
     # Cloud engines in front of the local ones (keys from OPENAI_API_KEY / ELEVENLABS_API_KEY); the local engine

@@ -15,7 +15,7 @@ from engines.registry import Engines, build_engines
 
 @pytest.fixture(scope="session")
 def engines() -> Iterator[Engines]:
-    """Silero, Whisper tiny.en, SmolLM2 and Piper, loaded once for the whole session."""
-    loaded = build_engines(engine_config(Settings()), Manifest.load(Path(".models")))
+    """Silero, Whisper tiny.en, SmolLM2 (plumbing: fast, weak answers) and Piper, loaded once for the session."""
+    loaded = build_engines(engine_config(Settings(llm_model="smollm2-135m")), Manifest.load(Path(".models")))
     yield loaded
     loaded.close()

@@ -22,7 +22,7 @@ async def test_openai_answers_and_a_failing_openai_falls_back_to_llama(monkeypat
     async with OpenAiDouble("sk-test-local") as cloud:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test-local")
         monkeypatch.setenv("OPENAI_BASE_URL", cloud.base_url)
-        settings = Settings(llm_provider="openai")
+        settings = Settings(llm_provider="openai", llm_model="smollm2-135m")
         manifest = Manifest.load(Path(".models"))
         metrics = Metrics()
         engines = with_cloud_engines(settings, build_engines(engine_config(settings), manifest), manifest, metrics)
