@@ -262,24 +262,20 @@ class RtpStream:
 
     def _on_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         source = (addr[0], addr[1])
-        if source != self._remote:
-            if self._latched:
-                self.counters.rejected_source += 1
-                return
-            # NAT latching (explicit option): adopt the first source that sends valid RTP.
-            try:
-                RtpPacket.parse(data)
-            except RtpError:
-                self.counters.malformed += 1
-                return
-            log.info("RTP latched to %s:%s (SDP said %s:%s)", source[0], source[1], *self._remote)
-            self._remote = (str(source[0]), int(source[1]))
-            self._latched = True
+        if source != self._remote and self._latched:
+            # Cheapest path first: packets from elsewhere are dropped before any parsing.
+            self.counters.rejected_source += 1
+            return
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
             self.counters.malformed += 1
             return
+        if source != self._remote:
+            # NAT latching (explicit option): adopt the first source that sends valid RTP.
+            log.info("RTP latched to %s:%s (SDP said %s:%s)", source[0], source[1], *self._remote)
+            self._remote = (str(source[0]), int(source[1]))
+            self._latched = True
         pt = packet.payload_type
         if 72 <= pt <= 76:
             return  # RTCP multiplexed on the RTP port (RFC 5761); we send no RTCP and read none
