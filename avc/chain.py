@@ -233,8 +233,8 @@ class ChainApp:
 
     def snapshot(self) -> Mapping[str, object]:
         """For `avc calls`: the responder's facts and the last turn's latency."""
-        last = self.turns[-1] if self.turns else {}
-        return {**self.state, "last_voice_to_voice_ms": round(last["voice_to_voice"] * 1000) if last else None}
+        v2v = self.turns[-1].get("voice_to_voice") if self.turns else None
+        return {**self.state, "last_voice_to_voice_ms": round(v2v * 1000) if v2v is not None else None}
 
     async def _stop_speaking(self, flush: bool) -> None:
         speaker, self._speaker = self._speaker, None
@@ -333,6 +333,8 @@ class ChainApp:
         for stage, seconds in stages.items():
             self._deps.metrics.turn_stage.labels(stage).observe(seconds)
         self.turns.append(stages)
+        if "voice_to_voice" in stages:  # operations see it at the edge too (`dlg_list_ctx`), like `avc calls`
+            self._call.mirror("ai_last_v2v_ms", str(round(stages["voice_to_voice"] * 1000)))
         log.info(
             "turn latency: %s",
             " ".join(f"{k}={v * 1000:.0f}ms" for k, v in stages.items()),
@@ -351,7 +353,7 @@ async def _first_clause_apart(sentences: AsyncIterator[str]) -> AsyncIterator[st
     async for sentence in sentences:
         if first and len(sentence.split()) >= FIRST_CLAUSE_MIN_WORDS and ", " in sentence:
             head, tail = sentence.split(", ", 1)
-            if len(head.split()) >= 3 and not _cached_digit_run(head):
+            if len(head.split()) >= 3 and not _ends_in_digits(head):
                 yield head + ","
                 yield tail
                 first = False
@@ -360,7 +362,7 @@ async def _first_clause_apart(sentences: AsyncIterator[str]) -> AsyncIterator[st
         yield sentence
 
 
-def _cached_digit_run(text: str) -> bool:
+def _ends_in_digits(text: str) -> bool:
     # "November 18, 2026": a comma inside a date must not cut it.
     return text.rstrip()[-1:].isdigit()
 

@@ -99,7 +99,9 @@ class TurnDetector:
 
     def end_wait(self) -> float:
         wait = self.s.short_answer_silence_s if self._short_answer else self.s.end_silence_s
-        if self._partial and UNFINISHED.search(self._partial):
+        # A date comes in pieces ("March fifth, ... nineteen eighty"): cutting it at the pause costs a whole
+        # re-ask, waiting costs half a second once.
+        if self._patient or (self._partial and UNFINISHED.search(self._partial)):
             wait += self.s.hesitation_s
         return wait
 

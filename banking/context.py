@@ -18,7 +18,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -26,11 +26,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from banking.backend import AuthLevel
+from banking.fields import optional, str_list, typed
 from banking.intents import Intent
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 CONTEXT_VERSION: Final = 1
 DEFAULT_TTL: Final = dt.timedelta(hours=2)  # longer than any call (the connector's max call duration is shorter)
@@ -112,45 +112,27 @@ class CallContext:
             if not isinstance(raw, dict) or raw.get("v") != CONTEXT_VERSION:
                 raise ContextError(f"unsupported context version {raw.get('v') if isinstance(raw, dict) else None!r}")
             return cls(
-                call_id=check_call_id(_typed(raw, "call_id", str)),
-                session_id=str(uuid.UUID(_typed(raw, "session_id", str))),
-                state=DialogueState(_typed(raw, "state", str)),
-                candidates=_str_list(raw, "candidates"),
-                dob_matches=_str_list(raw, "dob_matches"),
-                customer_id=_optional(raw, "customer_id", str),
-                level=None if raw.get("level") is None else AuthLevel(_typed(raw, "level", int)),
-                failures=_typed(raw, "failures", int),
-                misunderstood=_typed(raw, "misunderstood", int),
+                call_id=check_call_id(typed(raw, "call_id", str)),
+                session_id=str(uuid.UUID(typed(raw, "session_id", str))),
+                state=DialogueState(typed(raw, "state", str)),
+                candidates=str_list(raw, "candidates"),
+                dob_matches=str_list(raw, "dob_matches"),
+                customer_id=optional(raw, "customer_id", str),
+                level=None if raw.get("level") is None else AuthLevel(typed(raw, "level", int)),
+                failures=typed(raw, "failures", int),
+                misunderstood=typed(raw, "misunderstood", int),
                 pending_intent=None if raw.get("pending_intent") is None else Intent(raw["pending_intent"]),
-                card_options=_str_list(raw, "card_options"),
-                chosen_card=_optional(raw, "chosen_card", str),
-                confirm_change=_optional(raw, "confirm_change", bool) or False,  # absent from older contexts
-                intents=_str_list(raw, "intents"),
-                seq=_typed(raw, "seq", int),
-                transfer_reason=_optional(raw, "transfer_reason", str),
+                card_options=str_list(raw, "card_options"),
+                chosen_card=optional(raw, "chosen_card", str),
+                confirm_change=optional(raw, "confirm_change", bool) or False,  # absent from older contexts
+                intents=str_list(raw, "intents"),
+                seq=typed(raw, "seq", int),
+                transfer_reason=optional(raw, "transfer_reason", str),
             )
         except ContextError:
             raise
         except (ValueError, TypeError, KeyError) as exc:
             raise ContextError(f"unreadable context: {type(exc).__name__}: {exc}") from exc
-
-
-def _typed(raw: dict[str, Any], name: str, kind: type[T]) -> T:
-    value = raw[name]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise TypeError(f"{name} must be {kind.__name__}, got {type(value).__name__}")
-    return value
-
-
-def _optional(raw: dict[str, Any], name: str, kind: type[T]) -> T | None:
-    return None if raw.get(name) is None else _typed(raw, name, kind)
-
-
-def _str_list(raw: dict[str, Any], name: str) -> list[str]:
-    value = _typed(raw, name, list)
-    if not all(isinstance(item, str) for item in value):
-        raise TypeError(f"{name} must be a list of strings")
-    return list(value)
 
 
 class ContextStore(Protocol):

@@ -97,8 +97,6 @@ _CARD_OPERATIONS: Final[Mapping[Intent, Operation]] = {
     Intent.ACTIVATE_CARD: Operation.ACTIVATE_CARD,
 }
 _SECRET_STATES: Final = frozenset({DialogueState.AUTH_FACTOR, DialogueState.AUTH_OTP})  # keypad only
-# States whose spoken answer is masked whole in the record, whatever form it took (a date the parser missed).
-_ANSWER_IS_SECRET: Final = _SECRET_STATES | {DialogueState.AUTH_DOB}
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +195,16 @@ class Dialogue:
             began = time.monotonic()
             if self._context.state is DialogueState.ENDED:
                 return Reply("", Expect.NOTHING)
-            secret = self._context.state in _ANSWER_IS_SECRET
-            turn = caller_turn(self._context.seq, text, secret=secret, timings=timings)
+            state = self._context.state
+            # What is said where a date of birth was asked is withheld whole, whatever form it took (a date the
+            # parser missed); where a code was asked, every digit string is masked.
+            turn = caller_turn(
+                self._context.seq,
+                text,
+                secret=state in _SECRET_STATES,
+                withheld=state is DialogueState.AUTH_DOB,
+                timings=timings,
+            )
             self._context.seq += 1
             if len(text) > MAX_TEXT_CHARS:
                 log.warning("utterance of %d characters cut to %d", len(text), MAX_TEXT_CHARS)

@@ -34,8 +34,8 @@ Resilience: each attempt has `timeout_s` (5 s); up to `retries` (3) more attempt
 after a full-jitter exponential backoff. Only safe requests are retried: every GET is a read, and
 every other request carries an `Idempotency-Key` header (a UUID, the same on each attempt) with which
 the bank answers a repeat with its first answer instead of acting twice (no second text message, no
-second block). A circuit breaker (`banking.breaker`) counts failed attempts: five in a row open it
-and requests fail at once for 30 s, then one trial request decides.
+second block). A circuit breaker (`engines.resilience`, the one the cloud engines use) counts failed
+attempts: five in a row open it and requests fail at once for 30 s, then one trial request decides.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ from banking.backend import (
     authorize,
     normalize_phone,
 )
-from banking.breaker import CircuitBreaker, CircuitState
+from banking.fields import typed
+from engines.resilience import BreakerState, CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -106,56 +107,49 @@ def _reading(what: str) -> Iterator[None]:
         raise BackendUnavailable(f"unreadable {what} from the bank") from exc
 
 
-def _field(raw: Mapping[str, Any], name: str, kind: type[Any]) -> Any:
-    value = raw[name]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise TypeError(f"{name} must be {kind.__name__}, got {type(value).__name__}")
-    return value
-
-
 def _optional_date(raw: Mapping[str, Any], name: str) -> dt.date | None:
     value = raw.get(name)
-    return None if value is None else dt.date.fromisoformat(_field(raw, name, str))
+    return None if value is None else dt.date.fromisoformat(typed(raw, name, str))
 
 
 def _money(raw: Mapping[str, Any], name: str) -> Decimal:
-    value = Decimal(_field(raw, name, str))
+    value = Decimal(typed(raw, name, str))
     if not value.is_finite():
         raise ValueError(f"{name} is not a finite amount")
     return value
 
 
 def _card(raw: Any) -> Card:
-    return Card(_field(raw, "card_id", str), _field(raw, "last4", str), CardStatus(_field(raw, "status", str)))
+    return Card(typed(raw, "card_id", str), typed(raw, "last4", str), CardStatus(typed(raw, "status", str)))
 
 
 def _shipment(raw: Any) -> Shipment:
     carrier = raw.get("carrier")
     tracking = raw.get("tracking_number")
     return Shipment(
-        card_last4=_field(raw, "card_last4", str),
-        status=ShipmentStatus(_field(raw, "status", str)),
-        carrier=None if carrier is None else _field(raw, "carrier", str),
-        tracking_number=None if tracking is None else _field(raw, "tracking_number", str),
+        card_last4=typed(raw, "card_last4", str),
+        status=ShipmentStatus(typed(raw, "status", str)),
+        carrier=None if carrier is None else typed(raw, "carrier", str),
+        tracking_number=None if tracking is None else typed(raw, "tracking_number", str),
         shipped_on=_optional_date(raw, "shipped_on"),
         expected_on=_optional_date(raw, "expected_on"),
         delivered_on=_optional_date(raw, "delivered_on"),
-        undeliverable=_field(raw, "undeliverable", bool),
+        undeliverable=typed(raw, "undeliverable", bool),
     )
 
 
 def _transaction(raw: Any) -> Transaction:
     return Transaction(
-        posted_on=dt.date.fromisoformat(_field(raw, "posted_on", str)),
+        posted_on=dt.date.fromisoformat(typed(raw, "posted_on", str)),
         amount=_money(raw, "amount"),
-        currency=_field(raw, "currency", str),
-        merchant=_field(raw, "merchant", str),
-        pending=_field(raw, "pending", bool),
+        currency=typed(raw, "currency", str),
+        merchant=typed(raw, "merchant", str),
+        pending=typed(raw, "pending", bool),
     )
 
 
 def _list(raw: Mapping[str, Any], name: str) -> list[Any]:
-    items: list[Any] = _field(raw, name, list)
+    items: list[Any] = typed(raw, name, list)
     if not all(isinstance(item, dict) for item in items):
         raise TypeError(f"{name} must be a list of objects")
     return items
@@ -183,7 +177,7 @@ class HttpBank:
         self._retries = retries
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
-        self._breaker = breaker or CircuitBreaker("bank-api")
+        self._breaker = breaker or CircuitBreaker(name="bank-api")
         self._jitter = jitter
 
     @property
@@ -253,7 +247,7 @@ class HttpBank:
         failure = "circuit open"
         for attempt in range(self._retries + 1):
             if attempt:
-                if self._breaker.state is CircuitState.OPEN:
+                if self._breaker.state is BreakerState.OPEN:
                     break  # no point waiting to be refused
                 await asyncio.sleep(self._backoff(attempt - 1))
             if not self._breaker.allow():
@@ -294,7 +288,7 @@ class HttpBank:
         except NotFound:
             return False  # an unknown customer simply does not verify
         with _reading("verification"):
-            return bool(_field(data, "match", bool))
+            return bool(typed(data, "match", bool))
 
     # -- identification and verification --
 
@@ -304,7 +298,7 @@ class HttpBank:
             return []
         data = await self._request("GET", "/v1/customers", params={"phone": phone})
         with _reading("customer list"):
-            ids = _field(data, "customer_ids", list)
+            ids = typed(data, "customer_ids", list)
             if not all(isinstance(item, str) for item in ids):
                 raise TypeError("customer_ids must be strings")
             return sorted(ids)
@@ -321,7 +315,7 @@ class HttpBank:
         except NotFound:
             return False
         with _reading("one-time code answer"):
-            return bool(_field(data, "sent", bool))
+            return bool(typed(data, "sent", bool))
 
     async def verify_otp(self, customer_id: str, code: str) -> bool:
         return await self._match(self._customer(customer_id) + "/otp/verify", {"code": code})
@@ -329,7 +323,7 @@ class HttpBank:
     async def is_voice_locked(self, customer_id: str) -> bool:
         data = await self._request("GET", self._customer(customer_id) + "/voice-lock")
         with _reading("voice lock"):
-            return bool(_field(data, "locked", bool))
+            return bool(typed(data, "locked", bool))
 
     async def lock_voice_access(self, customer_id: str) -> None:
         await self._request("PUT", self._customer(customer_id) + "/voice-lock")
@@ -362,7 +356,7 @@ class HttpBank:
         path = f"/cards/{quote(card_id, safe='')}/{_CARD_ACTIONS[operation]}"
         data = await self._service(principal, operation, "POST", path)
         with _reading("card"):
-            return _card(_field(data, "card", dict))
+            return _card(typed(data, "card", dict))
 
     async def block_card(self, principal: Principal, card_id: str) -> Card:
         return await self._change_card(principal, card_id, Operation.BLOCK_CARD)
@@ -379,7 +373,7 @@ class HttpBank:
     async def balance(self, principal: Principal) -> Balance:
         data = await self._service(principal, Operation.BALANCE, "GET", "/balance")
         with _reading("balance"):
-            return Balance(_field(data, "currency", str), _money(data, "balance"), _money(data, "available_credit"))
+            return Balance(typed(data, "currency", str), _money(data, "balance"), _money(data, "available_credit"))
 
     async def last_transactions(self, principal: Principal, limit: int = 3) -> list[Transaction]:
         params = {"limit": str(max(1, limit))}

@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 import asyncpg
 
 from banking.backend import AuthLevel
-from banking.redact import redact
+from banking.redact import ANSWER_MASK, redact
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,16 @@ class Turn:
     timings: Mapping[str, float] = field(default_factory=dict)
 
 
-def caller_turn(seq: int, text: str, *, secret: bool, timings: Mapping[str, float] | None = None) -> Turn:
-    """A caller's words, redacted; `secret` when a code was asked for, so every digit string is masked."""
-    return Turn(seq, Speaker.CALLER, redact(text, mask_all_digits=secret), dict(timings or {}))
+def caller_turn(
+    seq: int, text: str, *, secret: bool, withheld: bool = False, timings: Mapping[str, float] | None = None
+) -> Turn:
+    """A caller's words, redacted; `secret` when a code was asked for, so every digit string is masked.
+
+    `withheld` when the answer itself is a credential (a date of birth): nothing of it is kept, because a misheard
+    date the redactor cannot recognise ("March the, uh, fifth") still gives part of it away.
+    """
+    safe = ANSWER_MASK if withheld and text.strip() else redact(text, mask_all_digits=secret)
+    return Turn(seq, Speaker.CALLER, safe, dict(timings or {}))
 
 
 def keypad_turn(seq: int, digits: str, timings: Mapping[str, float] | None = None) -> Turn:

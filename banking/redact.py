@@ -26,6 +26,7 @@ PAN_MASK: Final = "[card number]"
 SECRET_MASK: Final = "[secret]"
 DATE_MASK: Final = "[date]"
 DIGITS_MASK: Final = "[digits]"
+ANSWER_MASK: Final = "[answer to a security question]"  # a whole utterance said where a date of birth was asked
 PROMPT_MAX_DIGITS: Final = 2  # the longest digit string a model prompt may hold
 PAN_MIN_DIGITS: Final = 13
 PAN_MAX_DIGITS: Final = 19

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avc.config import Settings
 from avc.connector import Connector
 from avc.rtp import RtpSender
+from tests.support.chain_node import settings_behind
 from tests.support.opensips_double import CallState, DoubleCall, OpenSIPSDouble, Reply, sdp_offer
 from tests.support.rtp_peer import RtpPeer, RtpPeerGroup, parse_dtmf, sine_payloads, ulaw_decode
 
@@ -43,19 +43,9 @@ async def node(osips: OpenSIPSDouble) -> AsyncIterator[NodeFactory]:
     started: list[Connector] = []
 
     async def make(connector_kwargs: dict[str, Any] | None = None, **overrides: Any) -> Connector:
-        base = random.randrange(20000, 60000, 200)
-        values: dict[str, Any] = {
-            "mi_url": osips.mi_datagram_uri,
-            "edge_mi_url": osips.mi_http_url,  # the double plays the edge's dialog module too
-            "event_port": 0,
-            "rtp_port_min": base,
-            "rtp_port_max": base + 99,
-            "subscription_check_interval": 0.2,
-            "echo_delay_ms": 100,
-            "rtp_timeout": 10.0,
-        }
+        values: dict[str, Any] = {"subscription_check_interval": 0.2, "echo_delay_ms": 100, "rtp_timeout": 10.0}
         values.update(overrides)
-        connector = Connector(Settings(**values), **(connector_kwargs or {}))
+        connector = Connector(settings_behind(osips, **values), **(connector_kwargs or {}))
         await connector.start()
         started.append(connector)
         await osips.wait_subscribed(3.0)

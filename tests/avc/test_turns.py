@@ -38,14 +38,14 @@ def test_a_finished_sentence_ends_the_turn_early() -> None:
 
 
 def test_a_date_is_never_cut_at_a_pause_that_looks_final() -> None:
-    detector = TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6))
+    detector = TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6, hesitation_s=0.5))
     detector.expect(short_answer=False, patient=True)
     run(detector, [0.9] * 10 + [0.0] * 5)
     detector.evidence("March fifth.")
     assert not detector.finished(30 * FRAME)
-    later = run(detector, [0.0] * 20, start=15 * FRAME)
+    later = run(detector, [0.0] * 60, start=15 * FRAME)
     end = next(t for t, s in later if s is Signal.TURN_END)
-    assert end - 10 * FRAME >= 0.6
+    assert end - 10 * FRAME >= 0.6 + 0.5  # the usual end silence, and the hesitation allowance a date gets
 
 
 def test_a_short_answer_ends_sooner() -> None:

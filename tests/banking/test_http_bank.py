@@ -26,12 +26,12 @@ from banking.backend import (
     NotFound,
     Principal,
 )
-from banking.breaker import CircuitBreaker, CircuitState
 from banking.context import MemoryContextStore
 from banking.dialogue import CallInfo, Dialogue
 from banking.fastpath import FastPathUnderstander
 from banking.http_bank import HttpBank
 from banking.pg_bank import PgBank
+from engines.resilience import BreakerState, CircuitBreaker
 from tests.banking.bank_api import GARBAGE, STALL, BankApi
 from tests.banking.conftest import CapturedSms, RealCall
 
@@ -39,7 +39,7 @@ ALICE = Principal("C000001", AuthLevel.VERIFIED)
 BRUNO = Principal("C000002", AuthLevel.VERIFIED)
 
 
-def state_of(breaker: CircuitBreaker) -> CircuitState:
+def state_of(breaker: CircuitBreaker) -> BreakerState:
     return breaker.state  # read afresh: a property changes between two reads
 
 
@@ -186,7 +186,7 @@ async def test_a_refused_connection_is_unavailable(closed_port: int) -> None:
 
 async def test_the_circuit_opens_after_five_failures_and_a_trial_closes_it(api: BankApi) -> None:
     now = [0.0]
-    breaker = CircuitBreaker("bank-api", clock=lambda: now[0])
+    breaker = CircuitBreaker(clock=lambda: now[0], name="bank-api")
     client = HttpBank(api.base_url, retries=3, breaker=breaker, jitter=no_wait)
     try:
         api.fail_next(*[503] * 5)
@@ -194,14 +194,14 @@ async def test_the_circuit_opens_after_five_failures_and_a_trial_closes_it(api: 
             await client.balance(ALICE)  # four attempts fail
         with pytest.raises(BackendUnavailable):
             await client.balance(ALICE)  # the fifth failure opens the circuit; no retry follows
-        assert breaker.state is CircuitState.OPEN and len(api.seen) == 5
+        assert breaker.state is BreakerState.OPEN and len(api.seen) == 5
         began = time.monotonic()
         with pytest.raises(BackendUnavailable, match="circuit open"):
             await client.balance(ALICE)
         assert len(api.seen) == 5 and time.monotonic() - began < 1.0  # refused without a request
         now[0] += 30
         assert await client.balance(ALICE) == await api.bank.balance(ALICE)  # the trial
-        assert state_of(breaker) is CircuitState.CLOSED
+        assert state_of(breaker) is BreakerState.CLOSED
     finally:
         await client.close()
 

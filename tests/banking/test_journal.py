@@ -20,7 +20,7 @@ from banking.journal import (
     caller_turn,
     keypad_turn,
 )
-from banking.redact import DATE_MASK, DIGITS_MASK, PAN_MASK
+from banking.redact import ANSWER_MASK, DATE_MASK, DIGITS_MASK, PAN_MASK
 from tests.banking.conftest import RealCall
 
 
@@ -32,6 +32,9 @@ def test_caller_turns_are_redacted_before_they_exist() -> None:
 
 def test_answers_given_while_a_secret_was_asked_lose_every_digit() -> None:
     assert caller_turn(0, "it's one eight eight one", secret=True).text == f"it's {DIGITS_MASK}"
+    # Where a date of birth was asked, nothing of the answer stays, even what no redactor recognises as a date.
+    assert caller_turn(0, "March the, uh, fifth", secret=False, withheld=True).text == ANSWER_MASK
+    assert caller_turn(0, "  ", secret=False, withheld=True).text == "  "  # silence stays silence
 
 
 def test_keypad_turns_record_only_how_many_keys() -> None:

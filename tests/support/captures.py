@@ -238,3 +238,38 @@ def mi_pairs(name: str) -> list[tuple[Block, Block]]:
         elif transport in pending:
             pairs.append((pending.pop(transport), block))
     return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class SippMessage:
+    """One SIP message from a `*_sipp_messages.log`: what the SIPp side sent or received, bytes as on the wire."""
+
+    direction: Literal["sent", "received"]
+    time: str
+    raw: bytes
+
+
+_SIPP_HEADER = re.compile(
+    rb"^-{10,} (?P<time>\S+ \S+)\n(?:UDP message (?P<dir>sent) \((?P<n1>\d+) bytes\):"
+    rb"|UDP message (?P<dir2>received) \[(?P<n2>\d+)\] bytes :)\n\n",
+    re.MULTILINE,
+)
+
+
+@cache
+def sipp_messages(name: str) -> tuple[SippMessage, ...]:
+    """The SIP messages of one SIPp log (`02`, `03`, `08b`... picks the caller's log of that capture)."""
+    names = sorted(p.name for p in CAPTURE_DIR.glob("*_sipp_messages.log"))
+    matching = [n for n in names if n.startswith(name) and "bob" not in n] if name not in names else [name]
+    if len(matching) != 1:
+        raise KeyError(f"{name!r} names {len(matching)} SIPp logs: {matching}")
+    data = (CAPTURE_DIR / matching[0]).read_bytes()
+    messages: list[SippMessage] = []
+    for header in _SIPP_HEADER.finditer(data):
+        size = int(header.group("n1") or header.group("n2"))
+        raw = data[header.end() : header.end() + size]
+        if len(raw) != size:
+            raise ValueError(f"{matching[0]}: message at {header.group('time')!r} is cut short")
+        direction: Literal["sent", "received"] = "sent" if header.group("dir") else "received"
+        messages.append(SippMessage(direction, header.group("time").decode(), raw))
+    return tuple(messages)

@@ -6,6 +6,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from avc.chain import ChainDeps, chain_factory
 from avc.config import Settings
@@ -16,6 +17,20 @@ from avc.responder import ResponderFactory
 from engines.registry import Engines
 from tests.support.opensips_double import OpenSIPSDouble
 from tests.support.rtp_peer import RtpPeerGroup
+
+
+def settings_behind(osips: OpenSIPSDouble, rtp_ports: int = 100, **overrides: Any) -> Settings:
+    """A connector's settings behind the double: its MI and edge, an ephemeral event port, an RTP range of its own."""
+    base = random.randrange(20000, 60000, 200)
+    values: dict[str, Any] = {
+        "mi_url": osips.mi_datagram_uri,
+        "edge_mi_url": osips.mi_http_url,  # the double plays the edge's dialog module too
+        "event_port": 0,
+        "rtp_port_min": base,
+        "rtp_port_max": base + rtp_ports - 1,
+    }
+    values.update(overrides)
+    return Settings(**values)
 
 
 @dataclass
@@ -36,15 +51,7 @@ async def chain_node(
     await cache.warm(prompts)
     deps = ChainDeps(engines=engines, prompts=cache, responder_factory=responders, metrics=metrics)
     async with OpenSIPSDouble() as osips:
-        base = random.randrange(20000, 60000, 200)
-        settings = Settings(
-            mi_url=osips.mi_datagram_uri,
-            edge_mi_url=osips.mi_http_url,
-            event_port=0,
-            rtp_port_min=base,
-            rtp_port_max=base + 9,
-            mode="chain",
-        )
+        settings = settings_behind(osips, rtp_ports=10, mode="chain")
         connector = Connector(settings, app_factory=chain_factory(deps), metrics=metrics)
         await connector.start()
         await osips.wait_subscribed(3.0)

@@ -15,7 +15,9 @@ from the real wire captures in `tests/fixtures/opensips-3.5.9/`, not from memory
   key as To-tag after the first reply, hop-by-hop ACK without Contact after a negative reply...). With the same
   key, Call-ID, tag and SIPp pid, scripted calls reproduce captures 02, 03, 08a, 08b and 09 byte for byte.
 - Calls are scripted from the caller's side (`invite`, `bye`, `cancel`, `reinvite`, `info`, `options`), the app's
-  in-dialog requests are recorded, and for REFER the double can play the transferee (NOTIFY with sipfrag).
+  in-dialog requests are recorded, and for REFER the double can play the transferee (NOTIFY with sipfrag). Or a
+  caller that speaks SIP places them over UDP: `listen_sip()` opens the B2B node's SIP socket (`opensips_sip.py`),
+  and the events then carry the headers that came over the wire while the app's replies and requests go back on it.
 - The edge proxy's dialog (one per call, addressed by Call-ID) answers `dlg_push_var` / `dlg_list_ctx`, as the
   architecture puts a dialog-tracked edge in front of the B2B node.
 
@@ -39,7 +41,12 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from tests.support.opensips_sip import SipFront
+
+if TYPE_CHECKING:
+    from tests.support.opensips_sip import CallerLeg, SipMessage
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +357,15 @@ def _caller_contact(from_uri: str) -> str:
     return f"sip:{user}@{hostport}" if user else f"sip:{hostport}"
 
 
+def _name_addr(value: str) -> tuple[str | None, str]:
+    """`"Name" <sip:uri>;tag=x` -> ("Name", "sip:uri"); a bare URI has no display name."""
+    if "<" in value:
+        name, _, rest = value.partition("<")
+        display = name.strip().strip('"') or None
+        return display, rest.split(">", 1)[0]
+    return None, value.split(";", 1)[0].strip()
+
+
 def _escape_dlg_value(value: str) -> str:
     """How `dlg_list_ctx` prints a dialog value: bytes outside 0x20-0x7e escaped C-style (capture 04 `ucSDP`)."""
     named = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
@@ -459,8 +475,10 @@ class DoubleCall:
         extra_headers: Mapping[str, str],
         auto_ack: bool,
         dialog: _Dialog,
+        leg: CallerLeg | None = None,
     ) -> None:
         self._double = double
+        self.leg = leg  # a caller on the SIP socket; None when the test scripts the caller
         self.key = key
         self.call_id = call_id
         self.from_uri = from_uri
@@ -486,7 +504,7 @@ class DoubleCall:
         self._local_index = local_index
         self._dialog = dialog
         self._sent_by = _sip_hostport(from_uri)
-        self._contact = _caller_contact(from_uri)
+        self._contact = dialog.caller_contact
         self._branch_prefix = f"z9hG4bK-{sipp_call[1]}-{sipp_call[0]}-"
         self._next_branch = 8  # SIPp numbers branches by scenario message; 0, 5 and 7 are INVITE, ACK and BYE
         self._b2b_state = B2B_NEW
@@ -544,17 +562,19 @@ class DoubleCall:
         """The caller gives up before the answer: TERMINATED(CANCEL). OpenSIPS sends no 487: the app must."""
         if self.state not in (CallState.OFFERED, CallState.EARLY):
             raise DoubleUsageError(f"the caller cannot CANCEL in state {self.state}")
-        self.state = CallState.CANCELLED
-        self._b2b_state = B2B_TERMINATED
         headers = self._caller_headers(
             "CANCEL", self._invite_tx.cseq, self._invite_tx.branch, to_tag=False, contact=False
         )
+        self._on_cancel(headers)
+
+    def _on_cancel(self, headers: str) -> None:
+        self.state = CallState.CANCELLED
+        self._b2b_state = B2B_TERMINATED
         self._emit("TERMINATED", "CANCEL", "", headers)
 
     async def reinvite(self, sdp: str, timeout: float = 5.0) -> Reply:
         """A re-INVITE from the caller: UPDATED(INVITE) with the SDP; returns the app's final reply (then ACKs)."""
         self._require_confirmed("re-INVITE")
-        self._b2b_state = B2B_MODIFIED
         return await self._request("INVITE", sdp, "application/sdp", {}, timeout)
 
     async def info(self, body: str, content_type: str = "application/dtmf-relay", timeout: float = 5.0) -> Reply:
@@ -593,6 +613,8 @@ class DoubleCall:
         if tx is self._invite_tx:
             self.replies.append(reply)
             self._on_initial_reply(reply)
+        elif self.leg is not None:
+            self.leg.reply_in_dialog(method, tx.branch, self.key, reply)
         if reply.code < 200:
             return
         del self._server_tx[method]
@@ -600,6 +622,8 @@ class DoubleCall:
         if method == "INVITE" and tx is not self._invite_tx:
             # A re-INVITE: the caller ACKs whatever the answer, and the session is established again.
             self._b2b_state = B2B_ESTABLISHED
+            if self.leg is not None:
+                return
             if reply.code < 300:
                 self._later(lambda: self._send_ack_2xx(tx.cseq, None))
             else:
@@ -607,6 +631,8 @@ class DoubleCall:
 
     def _on_initial_reply(self, reply: Reply) -> None:
         dialog = self._dialog
+        if self.leg is not None:
+            self.leg.reply_to_invite(self.key, reply)  # a caller on the wire ACKs for itself
         if reply.code < 200:
             if self.state is CallState.OFFERED:
                 self.state = CallState.EARLY
@@ -622,11 +648,12 @@ class DoubleCall:
             dialog.state = DLG_CONFIRMED_NA
             dialog.start_ts = int(time.time())
             if self.state is CallState.CANCELLED:
-                self._later(lambda: self._send_ack_2xx(1, self._branch(5)))
+                if self.leg is None:
+                    self._later(lambda: self._send_ack_2xx(1, self._branch(5)))
                 return
             self.state = CallState.ANSWERED
             self._b2b_state = B2B_CONFIRMED
-            if self.auto_ack:
+            if self.auto_ack and self.leg is None:
                 self._later(lambda: self._send_ack_2xx(1, self._branch(5)))
             return
         dialog.state = DLG_DELETED
@@ -634,7 +661,8 @@ class DoubleCall:
             self.state = CallState.REJECTED
         self._b2b_state = B2B_TERMINATED
         # The transaction layer ACKs a negative final reply hop by hop; with flag `a` it is reported (captures 08b/09).
-        self._later(lambda: self._send_ack_negative(self._invite_tx))
+        if self.leg is None:
+            self._later(lambda: self._send_ack_negative(self._invite_tx))
 
     def _app_request(self, method: str, body: str | None, content_type: str | None, extra: str | None) -> None:
         if self.state not in (CallState.ANSWERED, CallState.CONFIRMED):
@@ -649,6 +677,9 @@ class DoubleCall:
                 self._app_request_waiters.remove(waiter)
                 self._consumed[method] = self._consumed.get(method, 0) + 1
                 break
+        if self.leg is not None:
+            self._send_on_wire(request)
+            return
         if method == "BYE":
             # The caller answers 200 and the session is over; `ua_session_terminate` is the usual way.
             self.terminated_by_app = True
@@ -668,7 +699,24 @@ class DoubleCall:
         # OpenSIPS sends BYE to the caller when the call was answered, and raises no event (captures 03, 07, 08b).
         self.terminated_by_app = True
         self.terminate_extra_headers = extra_headers
+        if self.leg is not None and self.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            self._local_cseq += 1
+            bye = AppRequest("BYE", self._local_cseq, None, None, extra_headers)
+            self.leg.send_request(self.key, bye, lambda _reply: None)  # its 200 raises no event either
         self._end(f"the app terminated {self.key}")
+
+    def _send_on_wire(self, request: AppRequest) -> None:
+        assert self.leg is not None
+
+        def answered(response: SipMessage) -> None:
+            body = response.body if request.method == "INVITE" else ""
+            reason = response.first[2]
+            self._answer_app_request(request, response.code, reason, body, response.raw_headers())
+
+        self.leg.send_request(self.key, request, answered)
+        if request.method == "BYE":
+            self.terminated_by_app = True
+            self._end(f"the app sent BYE on {self.key}")
 
     # -- building and emitting ------------------------------------------------------------------------------------
 
@@ -756,6 +804,9 @@ class DoubleCall:
         self._double.send_raw_event(datagram)
 
     def _emit_new(self) -> None:
+        if self.leg is not None:
+            self._emit("NEW", "INVITE", self.offer_sdp, self.leg.relayed_invite_headers())
+            return
         headers = self._caller_headers(
             "INVITE",
             1,
@@ -771,7 +822,11 @@ class DoubleCall:
     def _send_ack_2xx(self, cseq: int, branch: str | None) -> None:
         if self.ended:
             return
-        headers = self._caller_headers("ACK", cseq, branch or self._new_branch())
+        self._on_ack_2xx(self._caller_headers("ACK", cseq, branch or self._new_branch()))
+
+    def _on_ack_2xx(self, headers: str) -> None:
+        if self.ended:
+            return
         if self.state is CallState.ANSWERED:
             self.state = CallState.CONFIRMED
             self._b2b_state = B2B_ESTABLISHED
@@ -779,17 +834,22 @@ class DoubleCall:
         self._emit("UPDATED", "ACK", "", headers)
 
     def _send_ack_negative(self, tx: _ServerTransaction) -> None:
+        self._on_ack_negative(self._caller_headers("ACK", tx.cseq, tx.branch, contact=False))
+
+    def _on_ack_negative(self, headers: str) -> None:
         if self.ended:
             return
-        headers = self._caller_headers("ACK", tx.cseq, tx.branch, contact=False)
         self._emit("UPDATED", "ACK", "", headers)
 
-    def _answer_app_request(self, request: AppRequest, code: int, reason: str, body: str = "") -> None:
+    def _answer_app_request(
+        self, request: AppRequest, code: int, reason: str, body: str = "", headers: str | None = None
+    ) -> None:
         if self.ended and request.method != "BYE":
             return
         event_type = "EARLY" if code < 200 else "ANSWERED" if code < 300 else "REJECTED"
         content_type = "application/sdp" if body and request.method == "INVITE" else None
-        headers = self._reply_headers(request.method, request.cseq, body, content_type)
+        if headers is None:
+            headers = self._reply_headers(request.method, request.cseq, body, content_type)
         self._emit(event_type, request.method, body, headers, status=code, reason=reason)
 
     async def _play_transferee(self) -> None:
@@ -827,26 +887,48 @@ class DoubleCall:
         if method in self._server_tx:
             raise DoubleUsageError(f"a {method} is already waiting for the app's reply")
         self._caller_cseq += 1
-        tx = _ServerTransaction(method, self._caller_cseq, self._new_branch(), self._double._loop.create_future())
-        if method == "INVITE":
-            self._last_invite_cseq = tx.cseq
-        self._server_tx[method] = tx
-        headers = self._caller_headers(method, tx.cseq, tx.branch, extra=extra, body=body, content_type=content_type)
-        self._emit("UPDATED", method, body, headers)
+        branch = self._new_branch()
+        headers = self._caller_headers(
+            method, self._caller_cseq, branch, extra=extra, body=body, content_type=content_type
+        )
+        tx = self._on_request(method, self._caller_cseq, branch, body, headers)
         try:
             return await self._wait(tx.final, timeout)
         finally:
             if not tx.final.done():
                 self._server_tx.pop(method, None)
 
+    def _on_request(self, method: str, cseq: int, branch: str, body: str, headers: str) -> _ServerTransaction:
+        """An in-dialog request from the caller: UPDATED(method); the app's reply finishes the transaction."""
+        self._caller_cseq = cseq
+        if method == "INVITE":
+            self._b2b_state = B2B_MODIFIED
+            self._last_invite_cseq = cseq
+        tx = _ServerTransaction(method, cseq, branch, self._double._loop.create_future())
+        self._server_tx[method] = tx
+        self._emit("UPDATED", method, body, headers)
+        return tx
+
     def _caller_bye(self) -> None:
         self._caller_cseq += 1
         branch = self._branch(7) if self._caller_cseq == 2 else self._new_branch()
-        headers = self._caller_headers("BYE", self._caller_cseq, branch)
+        self._on_bye(self._caller_headers("BYE", self._caller_cseq, branch))
+
+    def _on_bye(self, headers: str) -> None:
+        if self.ended:
+            return
         self._emit("TERMINATED", "BYE", "", headers)
         self._end(f"the caller hung up {self.key}")
 
     # -- bookkeeping -------------------------------------------------------------------------------------------------
+
+    def _refusal(self, method: str) -> tuple[int, str] | None:
+        """Why a caller's in-dialog request from the wire cannot be taken now, as the SIP answer to give."""
+        if self.state is not CallState.CONFIRMED:
+            return 481, "Call/Transaction Does Not Exist"
+        if method in self._server_tx:
+            return 491, "Request Pending"  # one of its kind still waits for the app (RFC 3261 14.2)
+        return None
 
     def _require_confirmed(self, what: str) -> None:
         if self.state is not CallState.CONFIRMED:
@@ -887,6 +969,8 @@ class DoubleCall:
         self.state = CallState.ENDED
         self._dialog.state = DLG_DELETED
         self._double._forget(self)
+        if self.leg is not None:
+            self.leg.front.forget(self.call_id)
         self._ended.set()
         for _, waiter in self._app_request_waiters:
             if not waiter.done():
@@ -897,6 +981,10 @@ class DoubleCall:
     def _cancel_tasks(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+    @property
+    def _b2b_contact(self) -> str:
+        return f"sip:{self.leg.front.hostport}" if self.leg is not None else B2B_CONTACT
 
     def _session_item(self) -> dict[str, Any]:
         """This session as `ua_session_list` prints it (captures 02, 05, 08a, 09); key order matters."""
@@ -922,7 +1010,7 @@ class DoubleCall:
                 "to_uri": self.to_uri,
                 "to_tag": self.key,
                 "cseq": {"caller": self._caller_cseq, "callee": self._local_cseq},
-                "contact": {"caller": self._contact, "callee": B2B_CONTACT},
+                "contact": {"caller": self._contact, "callee": self._b2b_contact},
                 "send_sock": "127.0.0.1",
             }
         )
@@ -985,6 +1073,7 @@ class OpenSIPSDouble:
         self.events_sent: list[bytes] = []
         self.calls: list[DoubleCall] = []
         self.internal_errors: list[str] = []
+        self.wire_keys: list[str] = []  # session keys for the next calls that arrive over SIP (tests pin captures')
         self._sessions: dict[str, DoubleCall] = {}
         self._session_order: dict[str, tuple[int, int]] = {}
         self._dialogs: dict[str, _Dialog] = {}
@@ -1006,6 +1095,7 @@ class OpenSIPSDouble:
         self._http_tasks: set[asyncio.Task[Any]] = set()
         self._event_sockets: list[socket.socket] = []
         self._unix_sender: socket.socket | None = None
+        self._sip: SipFront | None = None
         self._commands: dict[str, Callable[[Mapping[str, Any]], Any]] = {
             "version": self._cmd_version,
             "uptime": self._cmd_uptime,
@@ -1048,7 +1138,23 @@ class OpenSIPSDouble:
             sender.bind((self.host, 0))
             self._event_sockets.append(sender)
 
+    async def listen_sip(self, port: int = 0) -> tuple[str, int]:
+        """Open the B2B node's SIP socket (udp, loopback): callers that speak SIP place calls through it."""
+        if self._sip is None:
+            self._sip = SipFront(self)
+            await self._sip.start(port)
+        return self._sip.address
+
+    @property
+    def sip(self) -> SipFront:
+        if self._sip is None:
+            raise DoubleUsageError("no SIP socket: call listen_sip() first")
+        return self._sip
+
     async def close(self) -> None:
+        if self._sip is not None:
+            self._sip.close()
+            self._sip = None
         tasks: list[asyncio.Task[Any]] = []
         for call in self.calls:
             tasks += call._tasks
@@ -1203,9 +1309,58 @@ class OpenSIPSDouble:
         if self._down:
             raise DoubleUsageError("OpenSIPS is down: nobody takes the call")
         self._call_number += 1
+        call_id = call_id or f"{self._call_number}-{self.caller_pid}@127.0.0.1"
+        return self._new_call(
+            sdp=sdp,
+            from_uri=from_uri,
+            display_name=display_name,
+            to_uri=to_uri,
+            call_id=call_id,
+            from_tag=from_tag or f"{self.caller_pid}SIPpTag00{self._call_number}",
+            key=key,
+            extra_headers=extra_headers or {},
+            auto_ack=auto_ack,
+            caller_contact=_caller_contact(from_uri),
+            leg=None,
+        )
+
+    def _call_from_wire(self, leg: CallerLeg) -> DoubleCall:
+        """A caller's INVITE came over the SIP socket: the same UA session, its headers taken from the wire."""
+        invite = leg.invite
+        display_name, from_uri = _name_addr(invite.get("from") or "")
+        _, to_uri = _name_addr(invite.get("to") or "")
+        self._call_number += 1
+        contact = invite.get("contact") or ""
+        return self._new_call(
+            sdp=invite.body,
+            from_uri=from_uri,
+            display_name=display_name,
+            to_uri=to_uri or invite.first[1],
+            call_id=invite.call_id,
+            from_tag=invite.from_tag or "",
+            key=self.wire_keys.pop(0) if self.wire_keys else None,
+            extra_headers={},
+            auto_ack=False,
+            caller_contact=_name_addr(contact)[1] if contact else _caller_contact(from_uri),
+            leg=leg,
+        )
+
+    def _new_call(
+        self,
+        *,
+        sdp: str,
+        from_uri: str,
+        display_name: str | None,
+        to_uri: str,
+        call_id: str,
+        from_tag: str,
+        key: str | None,
+        extra_headers: Mapping[str, str],
+        auto_ack: bool,
+        caller_contact: str,
+        leg: CallerLeg | None,
+    ) -> DoubleCall:
         number = self._call_number
-        call_id = call_id or f"{number}-{self.caller_pid}@127.0.0.1"
-        from_tag = from_tag or f"{self.caller_pid}SIPpTag00{number}"
         key, hash_index, local_index = self._session_key(key)
         h_entry = self._rng.randrange(4096)
         dialog = _Dialog(
@@ -1215,7 +1370,7 @@ class OpenSIPSDouble:
             from_uri=from_uri,
             to_uri=to_uri,
             caller_tag=from_tag,
-            caller_contact=_caller_contact(from_uri),
+            caller_contact=caller_contact,
             caller_sdp=sdp,
             invite_cseq=1,
             values=list(self._initial_dialog_values),
@@ -1232,9 +1387,10 @@ class OpenSIPSDouble:
             from_tag=from_tag,
             to_uri=to_uri,
             sdp=sdp,
-            extra_headers=extra_headers or {},
+            extra_headers=extra_headers,
             auto_ack=auto_ack,
             dialog=dialog,
+            leg=leg,
         )
         self._session_counter += 1
         self._sessions[key] = call

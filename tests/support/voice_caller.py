@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Protocol
 
 import numpy as np
 
 from avc.g711 import ulaw_decode, ulaw_encode
 from avc.resample import Resampler
 from engines.registry import Engines
-from tests.support.opensips_double import DoubleCall, OpenSIPSDouble, sdp_offer
+from tests.support.opensips_double import OpenSIPSDouble, sdp_offer
 from tests.support.rtp_peer import RtpPacket, RtpPeer, RtpPeerGroup
+from tests.support.sip_caller import SipCaller
 
 SILENCE = b"\xff" * 160
 LOUD_RMS = 300.0
@@ -40,10 +42,19 @@ def loud(payload: bytes) -> bool:
     return float(np.sqrt(np.mean(ulaw_decode(payload).astype(np.float64) ** 2))) > LOUD_RMS
 
 
+class Leg(Protocol):
+    """The signalling side of the caller: a call scripted in the double, or a SIP call on the wire."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    async def wait_ended(self, timeout: float = 5.0) -> None: ...  # noqa: ASYNC109 - mirrors both legs' API
+
+
 class VoiceCaller:
     """The test caller's mouth and ears on one RTP peer: a script of frames, silence in between."""
 
-    def __init__(self, peer: RtpPeer, call: DoubleCall) -> None:
+    def __init__(self, peer: RtpPeer, call: Leg) -> None:
         self.peer = peer
         self.call = call
         self.queue: list[tuple[bytes, bool]] = []
@@ -64,6 +75,27 @@ class VoiceCaller:
         if reply.code != 200 or match is None:
             raise AssertionError(f"call not answered: {reply}")
         peer.set_remote("127.0.0.1", int(match.group(1)))
+        return cls(peer, call)
+
+    @classmethod
+    async def dial_sip(
+        cls,
+        sip: SipCaller,
+        target: str,
+        group: RtpPeerGroup,
+        extra_headers: dict[str, str] | None = None,
+        timeout_s: float = 15.0,
+    ) -> VoiceCaller:
+        """Place the call over SIP (the double's SIP socket, or a real OpenSIPS edge) and answer its media."""
+        host = sip.address[0]
+        peer = await group.create_peer(host)
+        call = await sip.invite(target, sdp_offer(host, peer.port), extra_headers=extra_headers)
+        answer = await call.wait_answered(timeout_s)
+        port = re.search(r"^m=audio (\d+) ", answer.body, re.MULTILINE)
+        address = re.search(r"^c=IN IP4 (\S+)", answer.body, re.MULTILINE)
+        if port is None or address is None:
+            raise AssertionError(f"no audio in the answer: {answer.body!r}")
+        peer.set_remote(address.group(1), int(port.group(1)))
         return cls(peer, call)
 
     def _next(self, _n: int) -> bytes:
