@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 LLM_CONFIDENCE: Final = 0.8  # above the dialogue's threshold; a model's own confidence is not calibrated
 DEFAULT_TIMEOUT_S: Final = 3.0
+WARM_TIMEOUT_S: Final = 120.0  # the whole prefix, once, on a slow CPU
 DEFAULT_MAX_TOKENS: Final = 40  # the longest answer is about 20 tokens
 MAX_UTTERANCE_CHARS: Final = 300  # a spoken turn is short; a longer one is cut, not sent whole
 MAX_CHOICE: Final = 9  # one keypad digit per card in a menu
@@ -195,6 +196,24 @@ class LlmUnderstander:
         self._timeout_s = timeout_s
         self._max_tokens = max_tokens
         self._prefix = prompt_prefix()
+
+    async def warm(self, timeout_s: float = WARM_TIMEOUT_S) -> bool:
+        """Evaluate the fixed prefix once, at start; True when the model answered.
+
+        Without it the first caller the model hears pays for the whole prefix (seconds on a CPU) and, past
+        the turn's budget, is not understood. A failure is logged, not raised: a cloud model that is down
+        at start may be back for the first call, and the fast path works without any model.
+        """
+        messages = [*self._prefix, ChatMessage("user", user_message("hello", Expect.FREE))]
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._llm.complete_json(messages, SCHEMAS[Expect.FREE], max_tokens=self._max_tokens)
+        except Exception as exc:  # TimeoutError included
+            log.warning("LLM understanding warm-up failed: %s: %s", type(exc).__name__, exc)
+            return False
+        log.info("LLM understanding warmed (prompt prefix evaluated) in %.0f ms", (time.monotonic() - began) * 1000)
+        return True
 
     async def understand(self, text: str, expect: Expect) -> Understanding | None:
         # Redacted again whatever the caller did: this is the last point before text leaves for a model.

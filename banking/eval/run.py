@@ -44,7 +44,7 @@ from banking.eval import checks
 from banking.eval.recording import CountingUnderstander, RecordingLlm
 from banking.eval.script import DEFAULT_SET, DialogueSet, Script, load
 from banking.fastpath import FastPathUnderstander
-from banking.intents import ChainUnderstander, Expect, Understander
+from banking.intents import ChainUnderstander, Understander
 from banking.journal import PgJournal
 from banking.llm_understander import LlmUnderstander
 from banking.migrate import DEFAULT_DSN, DSN_ENV, SQL_DIR, migrate
@@ -330,8 +330,8 @@ async def evaluate(
         began = time.perf_counter()
         llm = RecordingLlm(await asyncio.to_thread(load_llm, llm_name, threads))
         understander = LlmUnderstander(llm, timeout_s=timeout_s)
-        await LlmUnderstander(llm, timeout_s=max(timeout_s, 120.0)).understand("hello", Expect.FREE)
-        llm.prompts.clear()  # the warm-up evaluates the fixed prompt prefix once, as a process does at start
+        await understander.warm()
+        llm.prompts.clear()  # the warm-up evaluates the fixed prompt prefix once, as the connector does at start
         warmup_s = time.perf_counter() - began
         understanders.append(understander)
     chain = ChainUnderstander(understanders)

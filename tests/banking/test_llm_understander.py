@@ -169,6 +169,21 @@ async def test_nothing_to_read_makes_no_model_call() -> None:
     assert llm.requests == []
 
 
+async def test_the_warm_up_sends_the_fixed_prefix_and_a_failing_model_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    llm = ScriptedLlm(answer("small_talk"))
+    understander = LlmUnderstander(llm)
+    assert await understander.warm()
+    messages, _ = llm.requests[0]
+    await understander.understand("how much do I have left", Expect.FREE)
+    assert messages[:-1] == llm.requests[1][0][:-1]  # the same prefix the first caller's turn is sent
+    with caplog.at_level(logging.WARNING, logger="banking.llm_understander"):
+        assert not await LlmUnderstander(ScriptedLlm(error=RuntimeError("no model"))).warm()
+        assert not await LlmUnderstander(ScriptedLlm(answer("yes"), delay_s=5.0)).warm(timeout_s=0.05)
+    assert "warm-up failed: RuntimeError" in caplog.text and "warm-up failed: TimeoutError" in caplog.text
+
+
 def test_nonsense_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="timeout_s"):
         LlmUnderstander(ScriptedLlm(), timeout_s=0)
@@ -277,6 +292,19 @@ async def test_smollm2_evaluates_the_fixed_prompt_prefix_once(smollm2: Llm) -> N
     before = counted.evaluated_tokens
     await understander.understand("what is my balance today", Expect.FREE)
     assert counted.evaluated_tokens - before < 60  # the new message and the answer, not the ~800-token prefix
+
+
+@pytest.mark.models
+async def test_after_the_warm_up_the_first_caller_pays_only_for_their_own_words(smollm2: Llm) -> None:
+    counted: Any = smollm2
+    # Another prompt first, as if the process had just started: nothing of the prefix is cached.
+    async for _ in smollm2.stream_chat([ChatMessage("user", "Say yes.")], max_tokens=2):
+        pass
+    understander = LlmUnderstander(smollm2, timeout_s=60)
+    assert await understander.warm()
+    before = counted.evaluated_tokens
+    await understander.understand("what is my balance today", Expect.FREE)
+    assert counted.evaluated_tokens - before < 60
 
 
 @pytest.mark.models
