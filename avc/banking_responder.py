@@ -91,8 +91,11 @@ class BankingResponder:
     def on_spoken(self, said: str, interrupted: bool) -> None:
         self.dialogue.heard(said, interrupted)
 
+    async def on_silence(self) -> BotTurn:
+        return bot_turn(await self.dialogue.handle_silence())
+
     async def transfer_failed(self) -> BotTurn:
-        return BotTurn.say("I'm sorry, no agent is available right now.", templates.ANYTHING_ELSE)
+        return bot_turn(await self.dialogue.transfer_failed())
 
     async def close(self, outcome: str) -> None:
         await self.dialogue.close(outcome)
@@ -138,7 +141,9 @@ class BankingServices:
         pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=8)
         understanders: list[Understander] = [FastPathUnderstander()]
         if llm is not None:
-            understanders.append(LlmUnderstander(llm))
+            model = LlmUnderstander(llm)
+            await model.warm()
+            understanders.append(model)
         journal: Journal = PgJournal(pool)
         if spool_dir is not None:
             # Call records never wait for PostgreSQL and survive its outages: queued, spooled to disk, replayed.

@@ -55,6 +55,7 @@ class ChainDeps:
     turn_settings: TurnSettings = field(default_factory=TurnSettings)
     vad_pool: InferencePool = field(default_factory=lambda: InferencePool("vad", 1))
     cleanup: Callable[[], Awaitable[None]] | None = None  # the responders' shared services
+    no_input_s: float = 8.0  # silence after the bot's turn before it asks again; 0: never
 
     async def close(self) -> None:
         if self.cleanup is not None:
@@ -91,6 +92,7 @@ class ChainApp:
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_S * ASR_SAMPLE_RATE / self._frame)))
         self._max_digits: int | None = None
         self._barge_onset: float | None = None
+        self._no_input: asyncio.Task[None] | None = None  # armed once the bot has finished a turn
         self.turns: list[dict[str, Any]] = []
         self.state: dict[str, str] = {}  # what the responder reports for operations (intent, auth level)
         self.outcome = "caller_hangup"
@@ -111,6 +113,7 @@ class ChainApp:
             self._start_speaking(await self._responder.greet(), None)
             await asyncio.gather(self._listen(), self._keys())
         finally:
+            self._disarm_no_input()
             await self._stop_speaking(flush=True)
             if self._speculation is not None:
                 self._speculation.cancel()
@@ -138,6 +141,7 @@ class ChainApp:
                     self._speech_end_wall = arrived
                 self._preroll.append(frame)
                 if signal is Signal.SPEECH_START or signal is Signal.BARGE_IN_CONFIRM:
+                    self._disarm_no_input()
                     if signal is Signal.BARGE_IN_CONFIRM:
                         await self._barge_in()
                     self._begin_utterance()
@@ -198,6 +202,7 @@ class ChainApp:
     async def _keys(self) -> None:
         while True:
             first = await self._digits.get()
+            self._disarm_no_input()
             # A key press interrupts a prompt, as on any IVR.
             await self._stop_speaking(flush=True)
             digits = first
@@ -218,6 +223,7 @@ class ChainApp:
         return (self._speaker is not None and not self._speaker.done()) or self._call.media.speaking
 
     def _start_speaking(self, turn: BotTurn, timing: TurnTiming | None) -> None:
+        self._disarm_no_input()
         self._publish_state()
         self._detector.expect(short_answer=turn.expect in ("yes_no", "digits"), patient=turn.expect == "date")
         self._max_digits = turn.max_digits
@@ -310,6 +316,27 @@ class ChainApp:
         elif turn.hangup:
             self.outcome = "goodbye"
             await self._call.hangup("goodbye")
+        elif self._deps.no_input_s > 0 and not self._detector.in_speech:
+            self._no_input = asyncio.create_task(self._ask_again_after(self._deps.no_input_s), name="no-input")
+
+    async def _ask_again_after(self, wait_s: float) -> None:
+        """Dead air is the worst a phone line can do: a caller who says nothing after the bot's turn (a muted
+        phone, a question not heard) is asked again instead of both sides waiting for ever."""
+        await asyncio.sleep(wait_s)
+        if self._detector.in_speech or not self._digits.empty() or self._bot_speaking():
+            return
+        assert self._responder is not None
+        self._deps.metrics.no_inputs.inc()
+        log.info("no input for %.0f s after the bot's turn: asking again", wait_s)
+        # Shielded: a caller who starts talking meanwhile cancels the prompt, never the dialogue's bookkeeping.
+        turn = await asyncio.shield(self._responder.on_silence())
+        self._no_input = None
+        self._start_speaking(turn, None)
+
+    def _disarm_no_input(self) -> None:
+        task, self._no_input = self._no_input, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     def _report_spoken(self, spoken: Sequence[_Spoken], interrupted: bool) -> None:
         if self._responder is None or not spoken:

@@ -64,6 +64,8 @@ class Settings:
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
     redis_url: str = "redis://127.0.0.1:6379/0"
     banking_llm: bool = True  # let the LLM understand what the fast path does not
+    # Seconds of silence (no speech, no key) after the bot finished a turn before it asks again; 0 disables.
+    no_input_s: float = 8.0
     journal_spool_dir: str = ".spool/journal"  # call records wait here while PostgreSQL is unreachable
     echo_delay_ms: int = 200
     # >0: send 180 Ringing and answer this much later (lets a caller's CANCEL be answered with 487).
@@ -102,6 +104,8 @@ class Settings:
             raise ConfigError(f"AVC_RESPONDER={self.responder!r} is not one of {', '.join(RESPONDERS)}")
         if self.max_calls < 1:
             raise ConfigError("AVC_MAX_CALLS must be at least 1")
+        if self.no_input_s < 0:
+            raise ConfigError("AVC_NO_INPUT_S must be 0 (never ask again) or a number of seconds")
 
 
 def parse_dotenv(text: str) -> dict[str, str]:

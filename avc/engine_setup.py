@@ -112,7 +112,14 @@ async def build_chain(settings: Settings, metrics: Metrics, responders: Responde
         settings.llm_model,
         settings.tts_model,
     )
-    return ChainDeps(engines=engines, prompts=prompts, responder_factory=factory, metrics=metrics, cleanup=cleanup)
+    return ChainDeps(
+        engines=engines,
+        prompts=prompts,
+        responder_factory=factory,
+        metrics=metrics,
+        cleanup=cleanup,
+        no_input_s=settings.no_input_s,
+    )
 
 
 def _static_prompts(settings: Settings, factory: ResponderFactory) -> Sequence[str]:

@@ -135,6 +135,9 @@ class Metrics:
             registry=r,
         )
         self.barge_ins = Counter("avc_barge_ins", "Caller speech that interrupted the bot", registry=r)
+        self.no_inputs = Counter(
+            "avc_no_inputs", "Bot turns met with silence (no speech, no key) for AVC_NO_INPUT_S", registry=r
+        )
         self.barge_in_stop = Histogram(
             "avc_barge_in_stop_seconds",
             "From the caller's speech onset to the bot's last packet of speech",

@@ -16,6 +16,7 @@ from avc.sentences import sentences_of
 from engines.base import ChatMessage, Llm
 
 Expect = Literal["free", "yes_no", "digits", "date"]
+STILL_THERE = "Are you still there?"
 
 
 @dataclass
@@ -73,6 +74,10 @@ class Responder(Protocol):
     def on_spoken(self, said: str, interrupted: bool) -> None:
         """What the caller actually heard of the last reply (cut short by a barge-in)."""
 
+    async def on_silence(self) -> BotTurn:
+        """The caller said and pressed nothing for `AVC_NO_INPUT_S` after the bot finished speaking."""
+        ...
+
     async def transfer_failed(self) -> BotTurn: ...
 
     async def close(self, outcome: str) -> None: ...
@@ -112,6 +117,9 @@ class RepeatResponder:
     def on_spoken(self, said: str, interrupted: bool) -> None:
         self.spoken.append((said, interrupted))
 
+    async def on_silence(self) -> BotTurn:
+        return BotTurn.say(STILL_THERE)
+
     async def transfer_failed(self) -> BotTurn:
         return BotTurn.say("Nobody is available right now.")
 
@@ -119,7 +127,7 @@ class RepeatResponder:
         return None
 
     def static_prompts(self) -> Sequence[str]:
-        return [self.GREETING, "Goodbye."]
+        return [self.GREETING, "Goodbye.", STILL_THERE]
 
     def call_state(self) -> Mapping[str, str]:
         return {}
@@ -164,6 +172,9 @@ class LlmResponder:
         if said:
             self.history.append(ChatMessage("assistant", said + (" ..." if interrupted else "")))
 
+    async def on_silence(self) -> BotTurn:
+        return BotTurn.say(STILL_THERE)
+
     async def transfer_failed(self) -> BotTurn:
         return BotTurn.say("I'm sorry, nobody is available right now. How else can I help?")
 
@@ -171,7 +182,7 @@ class LlmResponder:
         return None
 
     def static_prompts(self) -> Sequence[str]:
-        return [self.greeting]
+        return [self.greeting, STILL_THERE]
 
     def call_state(self) -> Mapping[str, str]:
         return {}

@@ -72,6 +72,7 @@ class CallContext:
     level: AuthLevel | None = None  # None: not even identified by the calling number
     failures: int = 0  # failed verifications in this call
     misunderstood: int = 0  # consecutive turns not understood
+    silences: int = 0  # consecutive questions met with silence
     pending_intent: Intent | None = None  # the request waiting for verification or a card choice
     card_options: list[str] = field(default_factory=list)  # card ids offered in a keypad menu, in order
     chosen_card: str | None = None  # card id waiting for a yes
@@ -94,6 +95,7 @@ class CallContext:
                 "level": None if self.level is None else int(self.level),
                 "failures": self.failures,
                 "misunderstood": self.misunderstood,
+                "silences": self.silences,
                 "pending_intent": None if self.pending_intent is None else self.pending_intent.value,
                 "card_options": self.card_options,
                 "chosen_card": self.chosen_card,
@@ -121,6 +123,7 @@ class CallContext:
                 level=None if raw.get("level") is None else AuthLevel(typed(raw, "level", int)),
                 failures=typed(raw, "failures", int),
                 misunderstood=typed(raw, "misunderstood", int),
+                silences=optional(raw, "silences", int) or 0,  # absent from older contexts
                 pending_intent=None if raw.get("pending_intent") is None else Intent(raw["pending_intent"]),
                 card_options=str_list(raw, "card_options"),
                 chosen_card=optional(raw, "chosen_card", str),

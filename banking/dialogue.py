@@ -9,7 +9,9 @@ States (`DialogueState`), in the order a call meets them:
   before any card change that only a model understood) or OFFER_AGENT (a returned card);
 - WRAP_UP: "anything else?": another request, or goodbye;
 - ENDED: after a goodbye (hang up) or a transfer (asked for, an angry caller, two turns in a row not
-  understood or not heard, lockout, unknown caller, bank unreachable).
+  understood or not heard, lockout, unknown caller, bank unreachable). A transfer that fails goes back to
+  WRAP_UP where the bot can still help, and says goodbye where it cannot (`transfer_failed`); a caller
+  silent twice in a row after a question is told goodbye (`handle_silence`).
 
 A caller may change their mind at any point: a new request while verifying replaces the pending one,
 and one made at a card menu or a confirmation abandons it. A yes/no question cut off by a barge-in
@@ -78,6 +80,9 @@ log = logging.getLogger(__name__)
 
 MAX_AUTH_FAILURES: Final = 3
 MAX_MISUNDERSTOOD: Final = 2
+MAX_SILENCES: Final = 2  # in a row: the second ends the call
+# After a failed transfer the bot goes on only where it was still able to help.
+_RESUMABLE_TRANSFERS: Final = frozenset({"caller_request", "angry_caller", "not_understood", "undeliverable_card"})
 MIN_CONFIDENCE: Final = 0.6
 SURE: Final = 0.9  # below this (a model's reading, not a clear phrasing) a card change is confirmed first
 MAX_TEXT_CHARS: Final = 1000  # longer "utterances" are not speech; the rest is not read
@@ -198,6 +203,7 @@ class Dialogue:
             state = self._context.state
             # What is said where a date of birth was asked is withheld whole, whatever form it took (a date the
             # parser missed); where a code was asked, every digit string is masked.
+            self._context.silences = 0
             turn = caller_turn(
                 self._context.seq,
                 text,
@@ -217,6 +223,7 @@ class Dialogue:
             began = time.monotonic()
             if self._context.state is DialogueState.ENDED:
                 return Reply("", Expect.NOTHING)
+            self._context.silences = 0
             turn = keypad_turn(self._context.seq, digits, timings)
             self._context.seq += 1
             if not digits or not set(digits) <= _KEYPAD_KEYS:
@@ -225,6 +232,45 @@ class Dialogue:
             else:
                 reply = await self._on_digits(digits.rstrip("#") or "#")
             return await self._respond(reply, turn, began)
+
+    async def handle_silence(self) -> Reply:
+        """The caller said and pressed nothing for a while after the bot finished: ask again, and after two
+        silences in a row say goodbye. A line that stays silent is not worth an agent's time."""
+        async with self._lock:
+            began = time.monotonic()
+            if self._context.state is DialogueState.ENDED:
+                return Reply("", Expect.NOTHING)
+            self._context.silences += 1
+            if self._context.silences >= MAX_SILENCES:
+                self._context.state = DialogueState.ENDED
+                reply = Reply(f"{templates.NO_INPUT_GOODBYE} {templates.GOODBYE}", Expect.NOTHING, Hangup("no_input"))
+            else:
+                reply = self._with_prompt(templates.NO_INPUT)
+            return await self._respond(reply, None, began)
+
+    async def transfer_failed(self) -> Reply:
+        """The transfer to an agent did not go through: go on where the bot can still help, else say goodbye.
+
+        The bot can go on after a caller's request for a human, an angry caller, turns not understood or an
+        undeliverable card; it cannot for a caller it could not identify or verify, or a bank it cannot reach.
+        """
+        async with self._lock:
+            began = time.monotonic()
+            context = self._context
+            reason = context.transfer_reason or "unknown"
+            await self._audit("transfer", "failed", reason=reason)
+            context.transfer_reason = None
+            if reason not in _RESUMABLE_TRANSFERS:
+                reply = Reply(
+                    f"{templates.NO_AGENT} {templates.CALL_AGAIN} {templates.GOODBYE}",
+                    Expect.NOTHING,
+                    Hangup("transfer_failed"),
+                )
+                return await self._respond(reply, None, began)
+            context.misunderstood = context.silences = 0
+            context.state = DialogueState.WRAP_UP
+            resumed = Reply(f"{templates.NO_AGENT} {templates.ANYTHING_ELSE}", Expect.FREE)
+            return await self._respond(resumed, None, began)
 
     def heard(self, said: str, interrupted: bool) -> None:
         """What the caller actually heard of the last reply: all of it, or `said` when a barge-in cut it short.

@@ -110,3 +110,27 @@ async def test_llm_answers_are_spoken_while_they_are_generated(harness: dict[str
             await asyncio.sleep(0.1)
     app = next(iter(harness["connector"].calls.values()))._app
     assert isinstance(app, ChainApp) and "llm_first_token" in app.turns[-1]
+
+
+async def test_a_silent_caller_is_asked_again_and_one_who_talks_past_the_deadline_is_not(engines: Engines) -> None:
+    def make_responder(call_id: str, ani: str | None) -> Responder:
+        return RepeatResponder(call_id, ani)
+
+    prompts = list(RepeatResponder("", None).static_prompts())
+    words = await say(engines, "Yes, I am still here, I was looking for my card in the kitchen drawer.")
+    assert len(words) * 0.02 > 2.5
+    async with chain_node(engines, make_responder, prompts, no_input_s=1.5) as node:
+        caller = await VoiceCaller.dial(node.osips, node.group)
+        loop = asyncio.get_running_loop()
+        await caller.wait_quiet()  # the greeting, then nothing from the caller
+        greeted = loop.time()
+        asked = await caller.wait_loud(since=greeted, timeout_s=10.0)
+        await caller.wait_quiet(since=asked, quiet_s=0.3)
+        # Speech that starts in time and lasts longer than the deadline is a turn, not a silence.
+        caller.speak(words)
+        spoke = caller.speech_started
+        assert spoke is not None
+        await caller.wait_loud(since=spoke + len(words) * 0.02, timeout_s=20.0)
+        assert b"avc_no_inputs_total 1.0" in node.metrics.render()
+        heard = await transcribe(engines, [p.payload for p in caller.bot_frames(since=greeted) if p.arrival < spoke])
+        assert "still there" in heard.lower()

@@ -29,6 +29,7 @@ def test_defaults_keep_control_sockets_on_loopback() -> None:
         ({"AVC_MODE": "karaoke"}, "AVC_MODE"),
         ({"AVC_NAT_LATCHING": "perhaps"}, "AVC_NAT_LATCHING"),
         ({"AVC_RTP_PORT_MIN": "50000", "AVC_RTP_PORT_MAX": "40000"}, "AVC_RTP_PORT_MIN"),
+        ({"AVC_NO_INPUT_S": "-1"}, "AVC_NO_INPUT_S"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -31,6 +31,7 @@ def sample(call_id: str) -> CallContext:
         level=AuthLevel.ANI,
         failures=2,
         misunderstood=1,
+        silences=1,
         pending_intent=Intent.BALANCE,
         intents=["balance"],
         seq=7,

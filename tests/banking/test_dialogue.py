@@ -254,6 +254,48 @@ async def test_one_misunderstanding_reprompts_and_two_in_a_row_transfer(make_cal
     assert transfer_of(second).reason == "not_understood"
 
 
+async def test_silence_after_a_question_asks_it_again_and_a_second_silence_in_a_row_says_goodbye(
+    make_call: MakeCall,
+) -> None:
+    call = make_call(ALICE_PHONE)
+    await call.start()
+    await call.say("what's my balance")
+    again = await call.dialogue.handle_silence()
+    assert again.say == f"{templates.NO_INPUT} {templates.ASK_DOB_AGAIN}" and again.expect is Expect.DATE
+    assert again.action is None
+    await call.say(ALICE_DOB)  # any answer starts the count again
+    assert (await call.dialogue.handle_silence()).action is None
+    last = await call.dialogue.handle_silence()
+    assert last.say.startswith(templates.NO_INPUT_GOODBYE) and last.action == Hangup("no_input")
+    assert call.dialogue.context.state is DialogueState.ENDED
+    assert (await call.dialogue.handle_silence()).say == ""
+
+
+async def test_a_failed_transfer_goes_back_to_serving_the_caller_where_the_bot_can(make_call: MakeCall) -> None:
+    call = make_call(ALICE_PHONE)
+    await call.start()
+    await call.say("what's my balance")
+    await call.verify(ALICE_DOB, ALICE_CARD)
+    transfer_of(await call.say("let me talk to a human"))
+    resumed = await call.dialogue.transfer_failed()
+    assert resumed.say == f"{templates.NO_AGENT} {templates.ANYTHING_ELSE}" and resumed.expect is Expect.FREE
+    assert "your available credit is" in (await call.say("what's my balance")).say  # still verified
+    assert ("transfer", "failed") in await call.audit()
+    await call.dialogue.close()
+    async with call.pool.acquire() as conn:
+        outcome = await conn.fetchval("SELECT outcome FROM call_sessions WHERE id = $1", call.session_id)
+    assert outcome != "transferred"
+
+
+async def test_a_failed_transfer_says_goodbye_where_the_bot_cannot_help(make_call: MakeCall) -> None:
+    call = make_call("+19995550000")  # not a customer's number
+    await call.start()
+    assert transfer_of(await call.say("what's my balance")).reason == "unknown_caller"
+    ended = await call.dialogue.transfer_failed()
+    assert ended.say.startswith(f"{templates.NO_AGENT} {templates.CALL_AGAIN}")
+    assert ended.action == Hangup("transfer_failed") and ended.expect is Expect.NOTHING
+
+
 async def test_asking_for_an_agent_transfers_with_a_summary_safe_for_a_sip_header(make_call: MakeCall) -> None:
     call = make_call(ALICE_PHONE)
     await call.start()

@@ -43,13 +43,19 @@ class ChainNode:
 
 @asynccontextmanager
 async def chain_node(
-    engines: Engines, responders: ResponderFactory, prompts: list[str], metrics: Metrics | None = None
+    engines: Engines,
+    responders: ResponderFactory,
+    prompts: list[str],
+    metrics: Metrics | None = None,
+    no_input_s: float = 8.0,
 ) -> AsyncIterator[ChainNode]:
     """A connector in chain mode behind the OpenSIPS double, with RTP peers to call it from."""
     metrics = metrics or Metrics()
     cache = PromptCache(engines.tts)
     await cache.warm(prompts)
-    deps = ChainDeps(engines=engines, prompts=cache, responder_factory=responders, metrics=metrics)
+    deps = ChainDeps(
+        engines=engines, prompts=cache, responder_factory=responders, metrics=metrics, no_input_s=no_input_s
+    )
     async with OpenSIPSDouble() as osips:
         settings = settings_behind(osips, rtp_ports=10, mode="chain")
         connector = Connector(settings, app_factory=chain_factory(deps), metrics=metrics)

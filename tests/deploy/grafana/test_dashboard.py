@@ -99,6 +99,7 @@ def test_template_variable_queries_an_exported_metric_and_label() -> None:
         "avc_call_rejects_total",
         "avc_turn_stage_seconds_bucket",
         "avc_barge_ins_total",
+        "avc_no_inputs_total",
         "avc_barge_in_stop_seconds_bucket",
         "avc_dtmf_digits_total",
         "avc_transfers_total",
