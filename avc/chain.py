@@ -303,9 +303,9 @@ class ChainApp:
             self._report_spoken(spoken, interrupted=True)
             return
         self._report_spoken(spoken, interrupted=False)
-        await self._after_speaking(turn)
+        await self._after_speaking(turn, asked=bool(spoken))
 
-    async def _after_speaking(self, turn: BotTurn) -> None:
+    async def _after_speaking(self, turn: BotTurn, asked: bool) -> None:
         if turn.transfer is not None:
             result = await self._call.transfer(context=turn.transfer)
             if not result.ok:
@@ -316,7 +316,7 @@ class ChainApp:
         elif turn.hangup:
             self.outcome = "goodbye"
             await self._call.hangup("goodbye")
-        elif self._deps.no_input_s > 0 and not self._detector.in_speech:
+        elif asked and self._deps.no_input_s > 0 and not self._detector.in_speech:  # a silent turn asks nothing
             self._no_input = asyncio.create_task(self._ask_again_after(self._deps.no_input_s), name="no-input")
 
     async def _ask_again_after(self, wait_s: float) -> None:

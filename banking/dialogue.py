@@ -201,9 +201,9 @@ class Dialogue:
             if self._context.state is DialogueState.ENDED:
                 return Reply("", Expect.NOTHING)
             state = self._context.state
+            self._context.silences = 0
             # What is said where a date of birth was asked is withheld whole, whatever form it took (a date the
             # parser missed); where a code was asked, every digit string is masked.
-            self._context.silences = 0
             turn = caller_turn(
                 self._context.seq,
                 text,
