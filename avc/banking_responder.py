@@ -21,10 +21,12 @@ from avc.sentences import SentenceSplitter
 from banking import templates
 from banking.backend import AuthLevel, BankBackend
 from banking.context import ContextStore, RedisContextStore
+from banking.dates import states_whole_date
 from banking.dialogue import MAX_AUTH_FAILURES, CallInfo, Dialogue, Hangup, Reply, Transfer
 from banking.durable_journal import DurableJournal
 from banking.fastpath import FastPathUnderstander
 from banking.intents import ChainUnderstander, Understander
+from banking.intents import Expect as BankingExpect
 from banking.journal import Journal, PgJournal
 from banking.llm_understander import LlmUnderstander
 from banking.pg_bank import PgBank
@@ -52,6 +54,7 @@ def bot_turn(reply: Reply) -> BotTurn:
         max_digits=reply.max_digits,
         transfer=transfer,
         hangup=isinstance(action, Hangup),
+        complete_answer=states_whole_date if reply.expect is BankingExpect.DATE else None,
     )
 
 

@@ -225,7 +225,11 @@ class ChainApp:
     def _start_speaking(self, turn: BotTurn, timing: TurnTiming | None) -> None:
         self._disarm_no_input()
         self._publish_state()
-        self._detector.expect(short_answer=turn.expect in ("yes_no", "digits"), patient=turn.expect == "date")
+        self._detector.expect(
+            short_answer=turn.expect in ("yes_no", "digits"),
+            patient=turn.expect == "date",
+            complete=turn.complete_answer,
+        )
         self._max_digits = turn.max_digits
         self._speaker = asyncio.create_task(self._speak(turn, timing or TurnTiming()), name="speaker")
 

@@ -58,6 +58,9 @@ class BotTurn:
     max_digits: int | None = None
     transfer: Mapping[str, str] | None = None  # context headers for the REFER, after speaking
     hangup: bool = False
+    # With expect "date": whether a partial transcript already holds a whole answer, so the turn may end without
+    # the patience a date otherwise gets (turn-taking knows no dates; the responder does).
+    complete_answer: Callable[[str], bool] | None = None
 
     @classmethod
     def say(cls, *sentences: str, **kwargs: object) -> BotTurn:

@@ -5,8 +5,10 @@ Pure logic over (probability, time) pairs, one per VAD frame, so every rule here
 End of turn is VAD silence plus ASR evidence: after `speculate_s` of silence the chain decodes what it has. When
 that text reads as a finished sentence (closing punctuation, no trailing "and"/"um"/comma), the turn ends as soon
 as the silence reaches `complete_silence_s`; otherwise only after `end_silence_s` (shorter when a short answer is
-expected: yes/no, digits), and words that look unfinished buy the caller `hesitation_s` more. Dates wait the full
-time: callers pause inside them ("March fifth ... nineteen eighty").
+expected: yes/no, digits), and words that look unfinished buy the caller `hesitation_s` more. Dates are patient:
+callers pause inside them ("March fifth, ... nineteen eighty"), so a date ends early only when the speculation
+already holds a whole one (the responder says what that is: `expect(complete=...)`), and otherwise waits the end
+silence plus the hesitation allowance.
 
 Barge-in, while the bot speaks, needs a higher probability (the bot's own echo and line noise reach the VAD
 too) and is decided in two steps: the first loud frame pauses playout at once (a fast stop), and only speech
@@ -17,6 +19,7 @@ click pauses the bot for a moment, then it resumes where it stopped.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
 
@@ -58,31 +61,32 @@ class TurnDetector:
         self._speculated = False
         self._short_answer = False
         self._patient = False  # dates: no early end on a finished-looking fragment
+        self._complete: Callable[[str], bool] | None = None  # in patient mode: does a partial hold a whole answer
         self._partial = ""
         self._evidence = False  # the speculation for the current silence has come back
+        self._whole_answer = False  # ... and it holds a whole answer
         self._barge_started: float | None = None
         self._barge_quiet_since: float | None = None
 
-    def expect(self, short_answer: bool, patient: bool = False) -> None:
+    def expect(self, short_answer: bool, patient: bool = False, complete: Callable[[str], bool] | None = None) -> None:
         self._short_answer = short_answer
         self._patient = patient
+        self._complete = complete if patient else None
 
     def evidence(self, partial: str) -> None:
         """What the speculative decode heard; it can end the turn early or extend the wait."""
         self._partial = partial
         self._evidence = True
+        self._whole_answer = self._complete is not None and self._complete(partial)
 
     def finished(self, now: float) -> bool:
-        """The speculation says the caller completed a sentence and the silence is long enough: end now."""
-        return (
-            self.in_speech
-            and self._speculated
-            and self._evidence
-            and not self._patient
-            and bool(FINISHED.search(self._partial))
-            and not UNFINISHED.search(self._partial.rstrip(".?! "))
-            and now - self.speech_end >= self.s.complete_silence_s
-        )
+        """The speculation says the caller completed a sentence (in patient mode: a whole answer) and the silence
+        is long enough: end now."""
+        if not (self.in_speech and self._speculated and self._evidence):
+            return False
+        if now - self.speech_end < self.s.complete_silence_s or UNFINISHED.search(self._partial.rstrip(".?! ")):
+            return False
+        return self._whole_answer if self._patient else bool(FINISHED.search(self._partial))
 
     def end_turn(self) -> None:
         self.in_speech = False
@@ -94,6 +98,7 @@ class TurnDetector:
         self._speculated = False
         self._partial = ""
         self._evidence = False
+        self._whole_answer = False
         self._barge_started = None
         self._barge_quiet_since = None
 
@@ -101,7 +106,7 @@ class TurnDetector:
         wait = self.s.short_answer_silence_s if self._short_answer else self.s.end_silence_s
         # A date comes in pieces ("March fifth, ... nineteen eighty"): cutting it at the pause costs a whole
         # re-ask, waiting costs half a second once.
-        if self._patient or (self._partial and UNFINISHED.search(self._partial)):
+        if (self._patient and not self._whole_answer) or (self._partial and UNFINISHED.search(self._partial)):
             wait += self.s.hesitation_s
         return wait
 
@@ -128,6 +133,7 @@ class TurnDetector:
             self.speech_end = now
             self._speculated = False
             self._evidence = False
+            self._whole_answer = False  # more words: what the last decode held may not be the whole answer
             return None
         silence = now - self.speech_end
         if not self._speculated and silence >= self.s.speculate_s:

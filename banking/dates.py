@@ -225,3 +225,13 @@ def parse_date(text: str, order: DateOrder = DateOrder.MDY) -> dt.date | None:
     """
     values = {span.value for span in find_dates(text, order)}
     return values.pop() if len(values) == 1 else None
+
+
+def states_whole_date(text: str, order: DateOrder = DateOrder.MDY) -> bool:
+    """Whether a transcript so far already holds a whole date that more words would not change.
+
+    Turn-taking asks it of the words heard at a pause, to end a date-of-birth answer without waiting for more.
+    A round year may still go on ("two thousand ... and five", "1900 ... and twelve"), so it does not count.
+    """
+    value = parse_date(text, order)
+    return value is not None and value.year % 100 != 0

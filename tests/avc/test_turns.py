@@ -48,6 +48,44 @@ def test_a_date_is_never_cut_at_a_pause_that_looks_final() -> None:
     assert end - 10 * FRAME >= 0.6 + 0.5  # the usual end silence, and the hesitation allowance a date gets
 
 
+def test_a_date_the_caller_has_said_whole_ends_as_soon_as_a_finished_sentence() -> None:
+    detector = TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6, hesitation_s=0.5))
+    detector.expect(short_answer=False, patient=True, complete=lambda text: "1980" in text)
+    run(detector, [0.9] * 10 + [0.0] * 5)
+    detector.evidence("March 5th, 1980.")
+    later = run(detector, [0.0] * 60, start=15 * FRAME)
+    end = next(t for t, s in later if s is Signal.TURN_END)
+    assert end - 10 * FRAME < 0.25 + FRAME + 1e-9
+
+
+def test_a_date_missing_its_year_or_trailing_off_still_gets_the_hesitation_allowance() -> None:
+    for heard in ("March 5th.", "March 5th, 1980, and"):
+        detector = TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6, hesitation_s=0.5))
+        detector.expect(short_answer=False, patient=True, complete=lambda text: "1980" in text and "and" not in text)
+        run(detector, [0.9] * 10 + [0.0] * 5)
+        detector.evidence(heard)
+        later = run(detector, [0.0] * 60, start=15 * FRAME)
+        end = next(t for t, s in later if s is Signal.TURN_END)
+        assert end - 10 * FRAME >= 0.6 + 0.5, heard
+
+
+def test_words_after_a_whole_date_make_the_turn_patient_again() -> None:
+    detector = TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6, hesitation_s=0.5))
+    detector.expect(short_answer=False, patient=True, complete=lambda text: "1980" in text)
+    run(detector, [0.9] * 10 + [0.0] * 5)
+    detector.evidence("March 5th, 1980.")
+    run(detector, [0.9] * 5, start=15 * FRAME)  # "... no wait"
+    assert detector.end_wait() == 0.6 + 0.5
+
+
+def test_outside_a_date_the_completeness_test_is_ignored() -> None:
+    detector = TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6, hesitation_s=0.5))
+    detector.expect(short_answer=False, complete=lambda text: True)
+    run(detector, [0.9] * 10 + [0.0] * 5)
+    detector.evidence("I want to check my card and")
+    assert not detector.finished(40 * FRAME)
+
+
 def test_a_short_answer_ends_sooner() -> None:
     detector = TurnDetector()
     detector.expect(short_answer=True)

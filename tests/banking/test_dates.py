@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from banking.dates import DateOrder, find_dates, parse_date
+from banking.dates import DateOrder, find_dates, parse_date, states_whole_date
 
 MARCH_5_1980 = dt.date(1980, 3, 5)
 
@@ -82,3 +82,19 @@ def test_find_dates_returns_character_spans_of_each_date() -> None:
     spans = find_dates(text)
     assert [span.value for span in spans] == [MARCH_5_1980, dt.date(2026, 11, 18)]
     assert [text[span.start : span.end] for span in spans] == ["March 5th, 1980", "2026-11-18"]
+
+
+@pytest.mark.parametrize(
+    ("heard", "whole"),
+    [
+        ("March 5th, 1980.", True),
+        ("march fifth nineteen eighty", True),
+        ("March 5th,", False),  # the year is still to come
+        ("March fifth, nineteen", False),
+        ("July 4th, 2000", False),  # "... and five" may follow
+        ("the fourth of July two thousand", False),
+        ("July 4th, 2005", True),
+    ],
+)
+def test_a_whole_date_is_one_more_words_could_not_change(heard: str, whole: bool) -> None:
+    assert states_whole_date(heard) is whole
