@@ -93,6 +93,7 @@ def test_alert_names_are_unique_and_every_runbook_anchor_exists_in_the_readme() 
         ("AvcMiErrorsHigh", ["avc_mi_errors_total", "avc_mi_requests_total"], None),
         ("AvcRtpLossHigh", ["avc_rtp_packets_lost_total", "avc_rtp_packets_received_total"], None),
         ("AvcMediaTickLate", ["0.99", "avc_media_tick_lateness_seconds_bucket", "> 0.005"], None),
+        ("AvcCallersNotHeard", ["avc_no_inputs_total", "avc_calls_total"], "15m"),
     ],
 )
 def test_the_alerts_operations_asked_for_are_there(alert: str, fragments: list[str], duration: str | None) -> None:
