@@ -54,6 +54,8 @@ def bot_turn(reply: Reply) -> BotTurn:
         max_digits=reply.max_digits,
         transfer=transfer,
         hangup=isinstance(action, Hangup),
+        # A goodbye keeps the outcome every responder gives it; a silent line or a failed transfer is told apart.
+        hangup_outcome=action.reason if isinstance(action, Hangup) and action.reason != "caller_goodbye" else "goodbye",
         complete_answer=states_whole_date if reply.expect is BankingExpect.DATE else None,
     )
 

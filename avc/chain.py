@@ -318,8 +318,8 @@ class ChainApp:
             else:
                 self.outcome = "transferred"
         elif turn.hangup:
-            self.outcome = "goodbye"
-            await self._call.hangup("goodbye")
+            self.outcome = turn.hangup_outcome
+            await self._call.hangup(turn.hangup_outcome)
         elif asked and self._deps.no_input_s > 0 and not self._detector.in_speech:  # a silent turn asks nothing
             self._no_input = asyncio.create_task(self._ask_again_after(self._deps.no_input_s), name="no-input")
 

@@ -58,6 +58,7 @@ class BotTurn:
     max_digits: int | None = None
     transfer: Mapping[str, str] | None = None  # context headers for the REFER, after speaking
     hangup: bool = False
+    hangup_outcome: str = "goodbye"  # the call's outcome (avc_calls_total) when this turn hangs up
     # With expect "date": whether a partial transcript already holds a whole answer, so the turn may end without
     # the patience a date otherwise gets (turn-taking knows no dates; the responder does).
     complete_answer: Callable[[str], bool] | None = None

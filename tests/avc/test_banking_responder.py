@@ -19,4 +19,7 @@ def test_actions_become_a_refer_with_header_safe_context_or_a_hang_up() -> None:
     transfer = bot_turn(Reply(templates.TRANSFER, Expect.NOTHING, Transfer("caller_request", "reason=caller_request")))
     assert transfer.transfer == {"X-AI-Transfer-Reason": "caller_request", "X-AI-Summary": "reason=caller_request"}
     assert not transfer.hangup
-    assert bot_turn(Reply(templates.GOODBYE, Expect.NOTHING, Hangup("caller_goodbye"))).hangup
+    goodbye = bot_turn(Reply(templates.GOODBYE, Expect.NOTHING, Hangup("caller_goodbye")))
+    assert goodbye.hangup and goodbye.hangup_outcome == "goodbye"
+    silent = bot_turn(Reply(templates.NO_INPUT_GOODBYE, Expect.NOTHING, Hangup("no_input")))
+    assert silent.hangup and silent.hangup_outcome == "no_input"  # avc_calls_total{outcome="no_input"}
