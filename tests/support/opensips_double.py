@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from tests.support.opensips_sip import SipFront
+from tests.support.opensips_sip import Datagrams, SipFront, name_addr, sip_hostport
 
 if TYPE_CHECKING:
     from tests.support.opensips_sip import CallerLeg, SipMessage
@@ -329,13 +329,6 @@ def _parse_event_socket(spec: str) -> tuple[str, int] | str | None:
     return (str(address), int(port_text)) if address.is_loopback else None
 
 
-def _sip_hostport(uri: str) -> str:
-    """`sip:user@host:port;params` -> `host:port` (default port 5060): where a SIPp caller sends from."""
-    rest = uri.split(":", 1)[1] if ":" in uri else uri
-    hostport = rest.split("@", 1)[-1].split(";", 1)[0]
-    return hostport if ":" in hostport else f"{hostport}:5060"
-
-
 def _sip_user(uri: str) -> str:
     rest = uri.split(":", 1)[1] if ":" in uri else uri
     return rest.split("@", 1)[0] if "@" in rest else ""
@@ -353,17 +346,8 @@ def _sipp_call(call_id: str, number: int, pid: int) -> tuple[int, int]:
 def _caller_contact(from_uri: str) -> str:
     """The Contact a SIPp caller puts in its requests: its user at the address it sends from."""
     user = _sip_user(from_uri)
-    hostport = _sip_hostport(from_uri)
+    hostport = sip_hostport(from_uri)
     return f"sip:{user}@{hostport}" if user else f"sip:{hostport}"
-
-
-def _name_addr(value: str) -> tuple[str | None, str]:
-    """`"Name" <sip:uri>;tag=x` -> ("Name", "sip:uri"); a bare URI has no display name."""
-    if "<" in value:
-        name, _, rest = value.partition("<")
-        display = name.strip().strip('"') or None
-        return display, rest.split(">", 1)[0]
-    return None, value.split(";", 1)[0].strip()
 
 
 def _escape_dlg_value(value: str) -> str:
@@ -503,7 +487,7 @@ class DoubleCall:
         self.events: list[bytes] = []  # every event datagram emitted for this call, in order
         self._local_index = local_index
         self._dialog = dialog
-        self._sent_by = _sip_hostport(from_uri)
+        self._sent_by = sip_hostport(from_uri)
         self._contact = dialog.caller_contact
         self._branch_prefix = f"z9hG4bK-{sipp_call[1]}-{sipp_call[0]}-"
         self._next_branch = 8  # SIPp numbers branches by scenario message; 0, 5 and 7 are INVITE, ACK and BYE
@@ -1019,17 +1003,6 @@ class DoubleCall:
         return item
 
 
-class _MIDatagramProtocol(asyncio.DatagramProtocol):
-    def __init__(self, double: OpenSIPSDouble) -> None:
-        self._double = double
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._double._on_mi_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("MI datagram socket: %s", exc)
-
-
 class _HttpError(Exception):
     """A request mi_http cannot read; the connection is dropped."""
 
@@ -1126,7 +1099,9 @@ class OpenSIPSDouble:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop_ref = loop
-        transport, _ = await loop.create_datagram_endpoint(lambda: _MIDatagramProtocol(self), local_addr=(self.host, 0))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: Datagrams(self._on_mi_datagram, "MI datagram"), local_addr=(self.host, 0)
+        )
         self._mi_transport = transport
         self._mi_address = transport.get_extra_info("sockname")[:2]
         sock = self._listen_socket(0)
@@ -1327,8 +1302,8 @@ class OpenSIPSDouble:
     def _call_from_wire(self, leg: CallerLeg) -> DoubleCall:
         """A caller's INVITE came over the SIP socket: the same UA session, its headers taken from the wire."""
         invite = leg.invite
-        display_name, from_uri = _name_addr(invite.get("from") or "")
-        _, to_uri = _name_addr(invite.get("to") or "")
+        display_name, from_uri = name_addr(invite.get("from") or "")
+        _, to_uri = name_addr(invite.get("to") or "")
         self._call_number += 1
         contact = invite.get("contact") or ""
         return self._new_call(
@@ -1341,7 +1316,7 @@ class OpenSIPSDouble:
             key=self.wire_keys.pop(0) if self.wire_keys else None,
             extra_headers={},
             auto_ack=False,
-            caller_contact=_name_addr(contact)[1] if contact else _caller_contact(from_uri),
+            caller_contact=name_addr(contact)[1] if contact else _caller_contact(from_uri),
             leg=leg,
         )
 

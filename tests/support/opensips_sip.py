@@ -38,7 +38,6 @@ T2 = 4.0
 _COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact", "l": "content-length"}
 _COMPACT.update({"c": "content-type", "k": "supported", "s": "subject"})
 _TAG = re.compile(r";\s*tag=([^;>\s]+)", re.IGNORECASE)
-_URI = re.compile(r"<([^>]*)>")
 
 
 class SipParseError(ValueError):
@@ -152,18 +151,25 @@ def parse_sip(data: bytes, source: tuple[str, int] = ("127.0.0.1", 0)) -> SipMes
     return message
 
 
-def _uri_hostport(uri: str) -> tuple[str, int]:
+def sip_hostport(uri: str) -> str:
+    """`sip:user@host:port;params` -> `host:port` (default port 5060)."""
     rest = uri.split(":", 1)[1] if ":" in uri else uri
-    hostport = rest.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0]
-    host, _, port = hostport.partition(":")
+    hostport = rest.split("@", 1)[-1].split(";", 1)[0]
+    return hostport if ":" in hostport else f"{hostport}:5060"
+
+
+def name_addr(value: str) -> tuple[str | None, str]:
+    """`"Name" <sip:uri>;tag=x` -> ("Name", "sip:uri"); a bare URI has no display name."""
+    if "<" in value:
+        name, _, rest = value.partition("<")
+        display = name.strip().strip('"') or None
+        return display, rest.split(">", 1)[0]
+    return None, value.split(";", 1)[0].strip()
+
+
+def _uri_address(uri: str) -> tuple[str, int]:
+    host, _, port = sip_hostport(uri).rpartition(":")
     return host, int(port) if port.isdigit() else 5060
-
-
-def _contact_uri(value: str | None) -> str | None:
-    if not value:
-        return None
-    match = _URI.search(value)
-    return match.group(1) if match else value.split(";", 1)[0].strip()
 
 
 def _is_loopback(host: str) -> bool:
@@ -258,16 +264,16 @@ class CallerLeg:
         """A request from the B2B node to the caller, in capture 03's layout (the BYE)."""
         self.local_cseq = request.cseq
         branch = self.front.branch()
-        target_uri = _contact_uri(self.invite.get("contact")) or self.invite.first[1]
-        host, port = _uri_hostport(target_uri)
+        target_uri = name_addr(self.invite.get("contact") or "")[1] or self.invite.first[1]
+        host, port = _uri_address(target_uri)
         # A Contact off this machine is never dialled; the source address of the INVITE is (the caller is there).
         target = (host, port) if _is_loopback(host) else self.peer
-        from_uri = _URI.search(self.invite.get("to") or "")
+        from_uri = name_addr(self.invite.get("to") or "")[1]
         lines = [
             f"{request.method} {target_uri} SIP/2.0",
             f"Via: SIP/2.0/UDP {self.front.hostport};branch={branch}",
             f"To: {self.invite.get('from')}",
-            f"From: <{from_uri.group(1) if from_uri else self.invite.first[1]}>;tag={key}",
+            f"From: <{from_uri or self.invite.first[1]}>;tag={key}",
             f"CSeq: {request.cseq} {request.method}",
             f"Call-ID: {self.invite.call_id}",
             "Max-Forwards: 70",
@@ -370,7 +376,7 @@ class CallerLeg:
 
     def _ack_response(self, message: SipMessage) -> None:
         """The ACK b2b_entities sends for the answer to its own re-INVITE (never reported to the app)."""
-        to_uri = _contact_uri(message.get("contact")) or _contact_uri(self.invite.get("contact")) or ""
+        to_uri = name_addr(message.get("contact") or self.invite.get("contact") or "")[1]
         lines = [
             f"ACK {to_uri} SIP/2.0",
             f"Via: SIP/2.0/UDP {self.front.hostport};branch={self.front.branch()}",
@@ -385,15 +391,18 @@ class CallerLeg:
         self.front.send(("\r\n".join(lines) + "\r\n\r\n").encode(), self.peer)
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, front: SipFront) -> None:
-        self._front = front
+class Datagrams(asyncio.DatagramProtocol):
+    """One of the double's UDP sockets (SIP, MI): every datagram to one callback."""
+
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None], name: str) -> None:
+        self._on_datagram = on_datagram
+        self._name = name
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._front.received(data, addr)
+        self._on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("SIP socket: %s", exc)
+        log.debug("%s socket: %s", self._name, exc)
 
 
 class SipFront:
@@ -415,7 +424,7 @@ class SipFront:
     async def start(self, port: int) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self._double.host, port)
+            lambda: Datagrams(self.received, "SIP"), local_addr=(self._double.host, port)
         )
         self._transport = transport
         self.address = transport.get_extra_info("sockname")[:2]

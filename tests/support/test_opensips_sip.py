@@ -16,20 +16,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.captures import events, mi_pairs, sipp_messages
+from tests.support.captures import Block, events, mi_pairs, sipp_messages
 from tests.support.opensips_double import CallState, OpenSIPSDouble, sdp_offer
-from tests.support.test_opensips_double import App, double_and_app, replay
+from tests.support.test_opensips_double import App, _Queue, double_and_app, replay
 
 SHORT = 0.2
 _BRANCH = re.compile(rb"branch=z9hG4bK[0-9a-f]+\.[0-9a-f]+\.0")
-
-
-class _Inbox(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.queue.put_nowait(data)
 
 
 @dataclass
@@ -39,7 +31,7 @@ class Wire:
     osips: OpenSIPSDouble
     app: App
     transport: asyncio.DatagramTransport
-    inbox: _Inbox
+    inbox: _Queue
     port: int
 
     def mapped(self, raw: bytes) -> bytes:
@@ -52,7 +44,8 @@ class Wire:
         self.transport.sendto(self.mapped(raw), self.osips.sip.address)
 
     async def receive(self, wait: float = 1.0) -> bytes:
-        return await asyncio.wait_for(self.inbox.queue.get(), wait)
+        data, _ = await asyncio.wait_for(self.inbox.queue.get(), wait)
+        return data
 
     async def nothing(self) -> None:
         with pytest.raises(TimeoutError):
@@ -64,6 +57,15 @@ class Wire:
     def mapped_event(self, raw: bytes) -> bytes:
         return self.mapped(raw)
 
+    async def invite_like(self, name: str, key: str) -> tuple[list[bytes], list[bytes], list[Block]]:
+        """Capture `name`'s INVITE, given the B2B key its server chose: the 100 and the NEW event are the capture's."""
+        sent, received, captured = caller_sent(name), caller_received(name), events(name)
+        self.osips.wire_keys.append(key)
+        self.send(sent[0])  # INVITE + SDP
+        assert await self.receive() == self.mapped(received[0])  # 100 Giving it a try
+        assert await self.event() == self.mapped_event(captured[0].raw)  # NEW with the wire's headers, Max-Forwards 69
+        return sent, received, captured
+
 
 @pytest.fixture
 async def wire() -> AsyncIterator[Wire]:
@@ -71,7 +73,7 @@ async def wire() -> AsyncIterator[Wire]:
         await osips.listen_sip()
         await app.subscribe()
         loop = asyncio.get_running_loop()
-        inbox = _Inbox()
+        inbox = _Queue()
         transport, _ = await loop.create_datagram_endpoint(lambda: inbox, local_addr=("127.0.0.1", 0))
         try:
             yield Wire(osips, app, transport, inbox, transport.get_extra_info("sockname")[1])
@@ -97,11 +99,7 @@ async def answer_like_the_capture(wire: Wire, name: str) -> None:
 
 
 async def test_a_sip_caller_hangs_up_exactly_like_capture_02(wire: Wire) -> None:
-    sent, received, captured = caller_sent("02"), caller_received("02"), events("02")
-    wire.osips.wire_keys.append("B2B.486.263.1795290824.547376897")
-    wire.send(sent[0])  # INVITE + SDP
-    assert await wire.receive() == wire.mapped(received[0])  # 100 Giving it a try
-    assert await wire.event() == wire.mapped_event(captured[0].raw)  # NEW with the wire's headers, Max-Forwards 69
+    sent, received, captured = await wire.invite_like("02", "B2B.486.263.1795290824.547376897")
     await answer_like_the_capture(wire, "02")
     wire.send(sent[1])  # ACK
     assert await wire.event() == wire.mapped_event(captured[1].raw)
@@ -117,11 +115,7 @@ async def test_a_sip_caller_hangs_up_exactly_like_capture_02(wire: Wire) -> None
 
 
 async def test_the_apps_terminate_sends_the_bye_of_capture_03(wire: Wire) -> None:
-    sent, received, captured = caller_sent("03"), caller_received("03"), events("03")
-    wire.osips.wire_keys.append("B2B.302.5.1795290837.994057802")
-    wire.send(sent[0])
-    await wire.receive()
-    assert await wire.event() == wire.mapped_event(captured[0].raw)
+    sent, received, captured = await wire.invite_like("03", "B2B.302.5.1795290837.994057802")
     pairs = mi_pairs("03")
     for request, response in pairs[2:4]:
         assert await replay(wire.app, request) == response.body
@@ -141,11 +135,7 @@ async def test_the_apps_terminate_sends_the_bye_of_capture_03(wire: Wire) -> Non
 
 
 async def test_cancel_gets_200_canceling_and_the_apps_487_like_capture_08b(wire: Wire) -> None:
-    sent, received, captured = caller_sent("08b"), caller_received("08b"), events("08b")
-    wire.osips.wire_keys.append("B2B.393.100.1795290849.802003343")
-    wire.send(sent[0])
-    assert await wire.receive() == wire.mapped(received[0])
-    assert await wire.event() == wire.mapped_event(captured[0].raw)
+    sent, received, captured = await wire.invite_like("08b", "B2B.393.100.1795290849.802003343")
     wire.send(sent[1])  # CANCEL
     canceling = await wire.receive()
     tm_tag = re.compile(rb";tag=[0-9a-f]+-[0-9a-f]{32}")
@@ -160,11 +150,7 @@ async def test_cancel_gets_200_canceling_and_the_apps_487_like_capture_08b(wire:
 
 
 async def test_a_rejected_call_gets_the_486_of_capture_09(wire: Wire) -> None:
-    sent, received, captured = caller_sent("09"), caller_received("09"), events("09")
-    wire.osips.wire_keys.append("B2B.115.312.1795290877.1907211151")
-    wire.send(sent[0])
-    assert await wire.receive() == wire.mapped(received[0])
-    assert await wire.event() == wire.mapped_event(captured[0].raw)
+    sent, received, captured = await wire.invite_like("09", "B2B.115.312.1795290877.1907211151")
     request, response = mi_pairs("09")[2]
     assert await replay(wire.app, request) == response.body
     assert await wire.receive() == wire.mapped(received[1])
@@ -204,7 +190,7 @@ async def test_the_2xx_goes_again_until_the_ack_arrives(wire: Wire) -> None:
     assert json.loads(await wire.event())["params"]["method"] == "ACK"
     await asyncio.sleep(1.1)  # past the next retransmission time
     while not wire.inbox.queue.empty():  # at most one copy was already in flight when the ACK arrived
-        assert wire.inbox.queue.get_nowait() == first
+        assert wire.inbox.queue.get_nowait()[0] == first
     await wire.nothing()
 
 
