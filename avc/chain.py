@@ -333,9 +333,7 @@ class ChainApp:
         self._deps.metrics.no_inputs.inc()
         log.info("no input for %.0f s after the bot's turn: asking again", wait_s)
         # Shielded: a caller who starts talking meanwhile cancels the prompt, never the dialogue's bookkeeping.
-        turn = await asyncio.shield(self._responder.on_silence())
-        self._no_input = None
-        self._start_speaking(turn, None)
+        self._start_speaking(await asyncio.shield(self._responder.on_silence()), None)
 
     def _disarm_no_input(self) -> None:
         task, self._no_input = self._no_input, None

@@ -64,7 +64,7 @@ class TurnDetector:
         self._complete: Callable[[str], bool] | None = None  # in patient mode: does a partial hold a whole answer
         self._partial = ""
         self._evidence = False  # the speculation for the current silence has come back
-        self._whole_answer = False  # ... and it holds a whole answer
+        self._whole_answer = False  # ... and it held a whole answer (meaningful only with `_evidence`)
         self._barge_started: float | None = None
         self._barge_quiet_since: float | None = None
 
@@ -98,7 +98,6 @@ class TurnDetector:
         self._speculated = False
         self._partial = ""
         self._evidence = False
-        self._whole_answer = False
         self._barge_started = None
         self._barge_quiet_since = None
 
@@ -106,7 +105,8 @@ class TurnDetector:
         wait = self.s.short_answer_silence_s if self._short_answer else self.s.end_silence_s
         # A date comes in pieces ("March fifth, ... nineteen eighty"): cutting it at the pause costs a whole
         # re-ask, waiting costs half a second once.
-        if (self._patient and not self._whole_answer) or (self._partial and UNFINISHED.search(self._partial)):
+        whole = self._evidence and self._whole_answer
+        if (self._patient and not whole) or (self._partial and UNFINISHED.search(self._partial)):
             wait += self.s.hesitation_s
         return wait
 
@@ -132,8 +132,7 @@ class TurnDetector:
         if prob >= self.s.silence_threshold:
             self.speech_end = now
             self._speculated = False
-            self._evidence = False
-            self._whole_answer = False  # more words: what the last decode held may not be the whole answer
+            self._evidence = False  # more words: what the last decode held may not be the whole answer
             return None
         silence = now - self.speech_end
         if not self._speculated and silence >= self.s.speculate_s:
