@@ -49,8 +49,8 @@ sipp:
 	@command -v sipp >/dev/null || { echo "SIPp is missing: install Debian's sip-tester package"; exit 1; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check avc engines banking tests deploy
-	$(BIN)/ruff format --check avc engines banking tests deploy
+	$(BIN)/ruff check avc engines banking demo tests deploy
+	$(BIN)/ruff format --check avc engines banking demo tests deploy
 
 typecheck: $(LOCAL)
 	$(BIN)/mypy
@@ -70,7 +70,7 @@ eval-dialogue: models
 	$(BIN)/python -m banking.eval.run --llm none smollm2-135m qwen2.5-0.5b
 
 demo: models
-	$(BIN)/python -m avc.demo
+	$(BIN)/python -m demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

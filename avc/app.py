@@ -14,8 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from avc.dtmf import DtmfEvent
-from avc.sip import CallFacts
+from avc.media.audio_format import ENGINE_RATE
+from avc.media.dtmf import DtmfEvent
+from avc.opensips.sip import CallFacts
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class TransferResult:
 
 
 class Media(Protocol):
-    def play(self, pcm: np.ndarray, rate: int = 16000, *, pad: bool = True) -> int: ...
+    def play(self, pcm: np.ndarray, rate: int = ENGINE_RATE, *, pad: bool = True) -> int: ...
 
     def flush(self) -> int: ...
 

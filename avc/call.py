@@ -25,20 +25,20 @@ from enum import StrEnum
 from typing import Any
 
 from avc.app import AppFactory, CallApp, TransferResult
-from avc.clock import MediaClock
 from avc.config import Settings
-from avc.dtmf import DtmfError, parse_dtmf_info
-from avc.events import UaSessionEvent
-from avc.g711 import codec_by_name
 from avc.logs import CALL_ID, CALL_KEY
-from avc.media import MediaParams, RtpStream
+from avc.media.clock import MediaClock
+from avc.media.dtmf import DtmfError, parse_dtmf_info
+from avc.media.g711 import codec_by_name
+from avc.media.ports import PortPool, PortPoolExhausted
+from avc.media.rtp import RtpSender
+from avc.media.stream import MediaParams, RtpStream
 from avc.metrics import Metrics, RtpCounters
-from avc.mi import MIError, OpenSIPSMI
-from avc.mirror import DialogMirror
-from avc.ports import PortPool, PortPoolExhausted
-from avc.rtp import RtpSender
-from avc.sdp import Negotiated, NoCommonCodec, SdpError, SessionDescription, build_answer, negotiate, parse_sdp
-from avc.sip import CallFacts, SipHeaders, SipParseError, call_facts, format_extra_headers
+from avc.opensips.events import UaSessionEvent
+from avc.opensips.mi import MIError, OpenSIPSMI
+from avc.opensips.mirror import DialogMirror
+from avc.opensips.sdp import Negotiated, NoCommonCodec, SdpError, SessionDescription, build_answer, negotiate, parse_sdp
+from avc.opensips.sip import CallFacts, SipHeaders, SipParseError, call_facts, format_extra_headers
 
 log = logging.getLogger(__name__)
 

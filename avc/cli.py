@@ -15,10 +15,10 @@ import urllib.request
 from collections.abc import Callable
 from contextlib import suppress
 
-from avc.chain import chain_factory
 from avc.config import ConfigError, Settings, load_settings
 from avc.connector import Connector
-from avc.engine_setup import build_chain
+from avc.conversation.chain import chain_factory
+from avc.conversation.engine_setup import build_chain
 from avc.logs import setup_logging
 from avc.metrics import Metrics
 from avc.ops_http import start_http

@@ -15,16 +15,16 @@ from contextlib import suppress
 
 from avc.app import AppFactory, CallApp, CallControl
 from avc.call import Call, CallServices
-from avc.clock import MediaClock
 from avc.config import Settings
-from avc.events import EventListener, UaSessionEvent
+from avc.conversation.modes import EchoApp, ToneApp
+from avc.media.clock import MediaClock
+from avc.media.ports import PortPool
+from avc.media.rtp import RtpSender
 from avc.metrics import Metrics, RtpCounters
-from avc.mi import MIError, OpenSIPSMI, mi_client_from_url
-from avc.mirror import DialogMirror
-from avc.modes import EchoApp, ToneApp
-from avc.ports import PortPool
-from avc.rtp import RtpSender
-from avc.subscription import EventSubscription
+from avc.opensips.events import EventListener, UaSessionEvent
+from avc.opensips.mi import MIError, OpenSIPSMI, mi_client_from_url
+from avc.opensips.mirror import DialogMirror
+from avc.opensips.subscription import EventSubscription
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO", json_lines: bool = True, per_module: str = "") -> None:
-    """Configure the root logger. `per_module` is `avc.rtp=DEBUG,avc.mi=WARNING` style."""
+    """Configure the root logger. `per_module` is `avc.media.rtp=DEBUG,avc.opensips.mi=WARNING` style."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()

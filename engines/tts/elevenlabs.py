@@ -7,7 +7,7 @@ PCMU call can put them straight into RTP; `stream` decodes them to int16 PCM for
 Chunks arrive in whatever sizes the network delivers; since every byte is a whole sample, no
 chunk needs re-aligning.
 
-The mu-law table lives here rather than in `avc.g711` because engines must not import the
+The mu-law table lives here rather than in `avc.media.g711` because engines must not import the
 connector. Attempts that fail before the first audio byte are retried (`engines.resilience`);
 the key comes from `ELEVENLABS_API_KEY`, the base URL from the option or `ELEVENLABS_BASE_URL`.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from avc.config import Settings
-from avc.engine_setup import engine_config
+from avc.conversation.engine_setup import engine_config
 from engines.manifest import Manifest
 from engines.registry import Engines, build_engines
 

@@ -15,13 +15,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from avc.banking_responder import BankingServices
-from avc.banking_responder import static_prompts as banking_prompts
+from avc.conversation.banking_responder import BankingServices
+from avc.conversation.banking_responder import static_prompts as banking_prompts
 from avc.metrics import Metrics
+from demo.voice_caller import VoiceCaller, say, transcribe
 from engines.registry import Engines
 from tests.banking.conftest import pg_dsn  # noqa: F401 - a fixture: the throwaway seeded database
 from tests.support.chain_node import chain_node
-from tests.support.voice_caller import VoiceCaller, say, transcribe
 
 pytestmark = pytest.mark.models
 

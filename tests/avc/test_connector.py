@@ -1,6 +1,6 @@
 """The connector end to end: OpenSIPS protocol double (events + MI as in the 3.5.9 captures), real RTP on loopback.
 
-The caller's media side is `tests/support/rtp_peer.py`, which shares no code with `avc`, so a bug in our RTP or
+The caller's media side is `demo/rtp_peer.py`, which shares no code with `avc`, so a bug in our RTP or
 G.711 code cannot hide behind itself.
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from avc.connector import Connector
-from avc.rtp import RtpSender
+from avc.media.rtp import RtpSender
+from demo.opensips_double import CallState, DoubleCall, OpenSIPSDouble, Reply, sdp_offer
+from demo.rtp_peer import RtpPeer, RtpPeerGroup, parse_dtmf, sine_payloads, ulaw_decode
 from tests.support.chain_node import settings_behind
-from tests.support.opensips_double import CallState, DoubleCall, OpenSIPSDouble, Reply, sdp_offer
-from tests.support.rtp_peer import RtpPeer, RtpPeerGroup, parse_dtmf, sine_payloads, ulaw_decode
 
 NodeFactory = Callable[..., Awaitable[Connector]]
 

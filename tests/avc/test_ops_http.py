@@ -15,7 +15,7 @@ from avc.cli import calls as print_calls
 from avc.config import Settings
 from avc.connector import Connector
 from avc.ops_http import start_http
-from tests.support.opensips_double import OpenSIPSDouble, sdp_offer
+from demo.opensips_double import OpenSIPSDouble, sdp_offer
 
 
 @pytest.fixture

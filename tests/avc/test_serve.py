@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.opensips_double import OpenSIPSDouble, sdp_offer
+from demo.opensips_double import OpenSIPSDouble, sdp_offer
 
 
 def free_port(kind: int) -> int:

@@ -33,16 +33,16 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from avc.g711 import ulaw_decode, ulaw_encode
-from avc.resample import Resampler
+from avc.media.g711 import ulaw_decode, ulaw_encode
+from avc.media.resample import Resampler
 from banking.migrate import migrate
+from demo.opensips_double import OpenSIPSDouble
+from demo.rtp_peer import RtpPeerGroup
+from demo.voice_caller import VoiceCaller, loud
 from engines.base import StreamingAsr, Tts
 from engines.manifest import Manifest
 from engines.registry import load_engine
 from tests.engines.speech import read_wav, word_error_rate
-from tests.support.opensips_double import OpenSIPSDouble
-from tests.support.rtp_peer import RtpPeerGroup
-from tests.support.voice_caller import VoiceCaller, loud
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ALICE = {"P-Asserted-Identity": "<tel:+12025550101>"}

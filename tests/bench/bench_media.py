@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from tests.support.opensips_double import OpenSIPSDouble, sdp_offer
-from tests.support.rtp_peer import RtpPeer, RtpPeerGroup, sine_payloads
+from demo.opensips_double import OpenSIPSDouble, sdp_offer
+from demo.rtp_peer import RtpPeer, RtpPeerGroup, sine_payloads
 
 PERIOD = 0.020
 JITTER_LIMIT_MS = 5.0

@@ -1,6 +1,6 @@
 """The ElevenLabs provider against a local server that streams raw 8 kHz mu-law like the real API.
 
-The double encodes its tone with the reference G.711 encoder of `tests.support.rtp_peer`, so the
+The double encodes its tone with the reference G.711 encoder of `demo.rtp_peer`, so the
 decoding checked here is compared against code that is not the code under test.
 """
 
@@ -15,6 +15,7 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
+from demo.rtp_peer import ulaw_decode, ulaw_to_linear
 from engines.base import Tts
 from engines.errors import EngineConfigError, EngineInputError
 from engines.manifest import Manifest
@@ -28,7 +29,6 @@ from tests.support.cloud.elevenlabs_server import (
     SpeechReply,
     tone_ulaw,
 )
-from tests.support.rtp_peer import ulaw_decode, ulaw_to_linear
 
 T = TypeVar("T")
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
+from demo.rtp_peer import ulaw_decode
 from engines.base import ChatMessage, JsonObject, Llm, Pcm16, Tts
 from engines.errors import EngineConfigError
 from engines.fallback import FallbackLlm, FallbackTts
@@ -25,7 +26,6 @@ from engines.resilience import BreakerState, CircuitBreaker, StreamInterruptedEr
 from engines.tts import elevenlabs
 from tests.support.cloud.elevenlabs_server import ElevenLabsDouble, SpeechReply, tone_ulaw
 from tests.support.cloud.openai_server import OpenAiDouble, Reply, server_error
-from tests.support.rtp_peer import ulaw_decode
 
 T = TypeVar("T")
 

@@ -8,15 +8,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from avc.chain import ChainDeps, chain_factory
 from avc.config import Settings
 from avc.connector import Connector
+from avc.conversation.chain import ChainDeps, chain_factory
+from avc.conversation.prompts import PromptCache
+from avc.conversation.responder import ResponderFactory
 from avc.metrics import Metrics
-from avc.prompts import PromptCache
-from avc.responder import ResponderFactory
+from demo.opensips_double import OpenSIPSDouble
+from demo.rtp_peer import RtpPeerGroup
 from engines.registry import Engines
-from tests.support.opensips_double import OpenSIPSDouble
-from tests.support.rtp_peer import RtpPeerGroup
 
 
 def settings_behind(osips: OpenSIPSDouble, rtp_ports: int = 100, **overrides: Any) -> Settings:

@@ -4,7 +4,7 @@ Answers like the real API: the key in the `xi-api-key` header (401 `{"detail": {
 "invalid_api_key", ...}}` otherwise), request validation errors as FastAPI's 422 `{"detail":
 [{"type", "loc", "msg", "input"}]}`, and on success a chunked body of raw 8 kHz mu-law bytes
 sent as they are "synthesised". The speech is a 440 Hz tone, 10 ms per character of text,
-encoded with the reference G.711 encoder of `tests.support.rtp_peer` (not the code under test),
+encoded with the reference G.711 encoder of `demo.rtp_peer` (not the code under test),
 and delivered in uneven chunks so that nothing may assume a chunk size.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from demo.rtp_peer import ulaw_encode
 from tests.support.cloud import LoopbackServer
-from tests.support.rtp_peer import ulaw_encode
 
 SAMPLE_RATE = 8000
 SAMPLES_PER_CHARACTER = 80

@@ -1,0 +1,136 @@
+"""The engine chain over real RTP with real models: Silero VAD, Whisper tiny.en, Piper joe, SmolLM2.
+
+The caller speaks with Piper's voice through G.711 on loopback; what the bot says is recorded on the caller's side
+and transcribed back with Whisper. OpenSIPS is the protocol double.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from avc.conversation.chain import ChainApp
+from avc.conversation.responder import LlmResponder, RepeatResponder, Responder
+from demo.voice_caller import VoiceCaller, loud, say, transcribe
+from engines.registry import Engines
+from tests.support.chain_node import chain_node
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture
+async def harness(engines: Engines) -> AsyncIterator[dict[str, Any]]:
+    responders: list[Responder] = []
+    kind: dict[str, str] = {"responder": "repeat"}
+
+    def make_responder(call_id: str, ani: str | None) -> Responder:
+        responder: Responder
+        responder = LlmResponder(engines.llm) if kind["responder"] == "llm" else RepeatResponder(call_id, ani)
+        responders.append(responder)
+        return responder
+
+    async with chain_node(engines, make_responder, list(RepeatResponder("", None).static_prompts())) as node:
+        yield {
+            "osips": node.osips,
+            "connector": node.connector,
+            "group": node.group,
+            "responders": responders,
+            "kind": kind,
+            "metrics": node.metrics,
+        }
+
+
+async def call_in(h: dict[str, Any]) -> VoiceCaller:
+    return await VoiceCaller.dial(h["osips"], h["group"])
+
+
+async def test_the_bot_greets_hears_the_caller_and_answers_in_speech(harness: dict[str, Any], engines: Engines) -> None:
+    caller = await call_in(harness)
+    await caller.wait_quiet()
+    greeting = await transcribe(engines, [p.payload for p in caller.bot_frames()])
+    assert "repeat" in greeting.lower()
+
+    words = await say(engines, "Where is my new credit card?")
+    caller.speak(words)
+    spoke_at = caller.speech_started
+    assert spoke_at is not None
+    await caller.wait_quiet(since=spoke_at + len(words) * 0.02)
+    reply = await transcribe(engines, [p.payload for p in caller.bot_frames(since=spoke_at)])
+    assert "card" in reply.lower() and "said" in reply.lower()
+
+    responder = harness["responders"][0]
+    assert isinstance(responder, RepeatResponder)
+    assert "card" in responder.heard[0].lower()
+    app = next(iter(harness["connector"].calls.values()))._app
+    assert isinstance(app, ChainApp)
+    assert {"endpoint", "asr", "tts_first_audio", "voice_to_voice"} <= set(app.turns[-1])
+    assert b'avc_turn_stage_seconds_count{stage="voice_to_voice"} 1.0' in harness["metrics"].render()
+
+
+async def test_caller_talking_over_the_bot_stops_its_audio_and_trims_the_history(
+    harness: dict[str, Any], engines: Engines
+) -> None:
+    caller = await call_in(harness)
+    loop = asyncio.get_running_loop()
+    await caller.wait_loud()
+    await asyncio.sleep(0.8)  # well into the greeting
+    interruption = await say(engines, "Sorry, I need to speak to somebody about my account please.")
+    caller.speak(interruption)
+    onset = caller.speech_started
+    assert onset is not None
+    await asyncio.sleep(1.0)
+    bot_during = [p for p in caller.bot_frames(since=onset) if p.arrival < onset + 1.0 and loud(p.payload)]
+    last_bot_speech = max((p.arrival for p in bot_during), default=onset)
+    assert last_bot_speech - onset < 0.5, "the bot kept talking over the caller"
+
+    await caller.wait_quiet(since=onset + len(interruption) * 0.02)
+    responder = harness["responders"][0]
+    assert isinstance(responder, RepeatResponder)
+    said, interrupted = responder.spoken[0]
+    assert interrupted and 0 < len(said.split()) < len(RepeatResponder.GREETING.split())
+    assert harness["metrics"].barge_ins._value.get() >= 1
+    assert loop.time() > onset
+
+
+async def test_llm_answers_are_spoken_while_they_are_generated(harness: dict[str, Any], engines: Engines) -> None:
+    harness["kind"]["responder"] = "llm"
+    caller = await call_in(harness)
+    await caller.wait_quiet()
+    words = await say(engines, "Hello, what are your opening hours?")
+    caller.speak(words)
+    assert caller.speech_started is not None
+    await caller.wait_quiet(since=caller.speech_started + len(words) * 0.02, timeout_s=30.0)
+    responder = harness["responders"][0]
+    assert isinstance(responder, LlmResponder)
+    async with asyncio.timeout(60):  # later sentences may still be generating on a loaded machine
+        while [m.role for m in responder.history][-2:] != ["user", "assistant"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    app = next(iter(harness["connector"].calls.values()))._app
+    assert isinstance(app, ChainApp) and "llm_first_token" in app.turns[-1]
+
+
+async def test_a_silent_caller_is_asked_again_and_one_who_talks_past_the_deadline_is_not(engines: Engines) -> None:
+    def make_responder(call_id: str, ani: str | None) -> Responder:
+        return RepeatResponder(call_id, ani)
+
+    prompts = list(RepeatResponder("", None).static_prompts())
+    words = await say(engines, "Yes, I am still here, I was looking for my card in the kitchen drawer.")
+    assert len(words) * 0.02 > 2.5
+    async with chain_node(engines, make_responder, prompts, no_input_s=1.5) as node:
+        caller = await VoiceCaller.dial(node.osips, node.group)
+        loop = asyncio.get_running_loop()
+        await caller.wait_quiet()  # the greeting, then nothing from the caller
+        greeted = loop.time()
+        asked = await caller.wait_loud(since=greeted, timeout_s=10.0)
+        await caller.wait_quiet(since=asked, quiet_s=0.3)
+        # Speech that starts in time and lasts longer than the deadline is a turn, not a silence.
+        caller.speak(words)
+        spoke = caller.speech_started
+        assert spoke is not None
+        await caller.wait_loud(since=spoke + len(words) * 0.02, timeout_s=20.0)
+        assert b"avc_no_inputs_total 1.0" in node.metrics.render()
+        heard = await transcribe(engines, [p.payload for p in caller.bot_frames(since=greeted) if p.arrival < spoke])
+        assert "still there" in heard.lower()
