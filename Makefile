@@ -9,7 +9,7 @@ LOCAL   := $(VENV)/.stamp-local
 # other flags is never reused.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all venv local models sipp demo test lint typecheck unit bench-media bench-latency eval-dialogue clean
+.PHONY: all venv local models sipp demo test quick lint typecheck unit bench-media bench-latency eval-dialogue clean
 
 all: test
 
@@ -59,6 +59,11 @@ unit: $(LOCAL) sipp
 	$(BIN)/pytest -q
 
 test: lint typecheck models unit
+
+# The fast loop: lint and every test that needs no model and takes no more than a few seconds (markers `models`,
+# `slow`), in well under a minute on 2 cores.
+quick: lint
+	$(BIN)/pytest -q -m "not models and not slow"
 
 bench-media: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_media

@@ -96,6 +96,10 @@ class CallServices:
 
 
 class Call:
+    """One call from its NEW event to its last released resource: owns the call's RTP port and stream, its
+    application (engine chain, echo or tone) and the session's state towards OpenSIPS. The `Connector` creates it
+    and delivers its events; the call's own task handles them, and the application's commands, one at a time."""
+
     def __init__(self, new: UaSessionEvent, services: CallServices, on_end: Callable[[Call], None]) -> None:
         self._new = new
         self._svc = services
@@ -437,6 +441,9 @@ class Call:
             extra = format_extra_headers(headers)
             await self._svc.mi.ua_session_update(self.key, "REFER", extra_headers=extra)
         except (ValueError, MIError) as exc:
+            # The call stays with the bot, which tells the caller; operations see it here and in the metrics.
+            log.warning("transfer to %s failed: REFER not sent: %s", request.target, exc)
+            self._svc.metrics.transfers.labels("failed").inc()
             request.result.set_result(TransferResult(False, None, f"REFER not sent: {exc}"))
             return
         self._transfer = request

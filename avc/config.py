@@ -11,10 +11,27 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
-MODES = ("echo", "tone", "chain")
-RESPONDERS = ("repeat", "llm", "banking")
+Mode = Literal["echo", "tone", "chain"]
+ResponderName = Literal["repeat", "llm", "banking"]
+LlmProvider = Literal["llama", "openai"]
+TtsProvider = Literal["piper", "elevenlabs"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
+RESPONDERS: Final[tuple[ResponderName, ...]] = get_args(ResponderName)
+
+# Settings with a fixed set of values: the environment is text, so each is checked when the settings are made.
+_CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
+    "mode": MODES,
+    "responder": RESPONDERS,
+    "llm_provider": get_args(LlmProvider),
+    "tts_provider": get_args(TtsProvider),
+    "log_level": get_args(LogLevel),
+}
+# Names Python's logging also accepts, kept working: a level is read in any case, and WARN/FATAL are aliases.
+_LOG_LEVEL_ALIASES: Final[Mapping[str, str]] = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 
 
 class ConfigError(ValueError):
@@ -43,10 +60,10 @@ class Settings:
     # Calls.
     max_calls: int = 200
     max_duration: float = 3600.0
-    mode: str = "echo"
+    mode: Mode = "echo"
     # Engine chain (mode "chain"): models from the manifest `make models` writes.
     models_dir: str = ".models"
-    responder: str = "repeat"  # repeat | llm | banking
+    responder: ResponderName = "repeat"
     vad_model: str = "silero-vad"
     asr_model: str = "whisper-tiny.en"
     asr_threads: int = 2
@@ -56,9 +73,9 @@ class Settings:
     tts_model: str = "piper-joe-medium"
     # Cloud engines in front of the local ones (keys from OPENAI_API_KEY / ELEVENLABS_API_KEY); the local engine
     # takes over, unheard by the caller, when the cloud one fails before its first word.
-    llm_provider: str = "llama"  # llama | openai
+    llm_provider: LlmProvider = "llama"
     openai_model: str = "gpt-4o-mini"
-    tts_provider: str = "piper"  # piper | elevenlabs
+    tts_provider: TtsProvider = "piper"
     elevenlabs_voice: str = ""
     # The banking responder: reference bank and call records in PostgreSQL, per-call context in Redis.
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
@@ -75,7 +92,7 @@ class Settings:
     # Operations.
     http_host: str = "127.0.0.1"
     http_port: int = 9090
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     log_json: bool = True
     drain_timeout: float = 300.0
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -85,8 +102,12 @@ class Settings:
         return self.rtp_advertised_ip or self.rtp_bind_ip
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"AVC_MODE={self.mode!r} is not one of {', '.join(MODES)}")
+        level = str(self.log_level).upper()
+        object.__setattr__(self, "log_level", _LOG_LEVEL_ALIASES.get(level, level))
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"AVC_{name.upper()}={value!r} is not one of {', '.join(allowed)}")
         if self.rtp_port_min > self.rtp_port_max:
             raise ConfigError("AVC_RTP_PORT_MIN is above AVC_RTP_PORT_MAX")
         for name in ("rtp_bind_ip", "rtp_advertised_ip"):
@@ -98,10 +119,6 @@ class Settings:
                     raise ConfigError(
                         f"AVC_{name.upper()}={value!r} must be an IP address (SDP carries no names)"
                     ) from None
-        if self.llm_provider not in ("llama", "openai") or self.tts_provider not in ("piper", "elevenlabs"):
-            raise ConfigError("AVC_LLM_PROVIDER must be llama or openai; AVC_TTS_PROVIDER piper or elevenlabs")
-        if self.responder not in RESPONDERS:
-            raise ConfigError(f"AVC_RESPONDER={self.responder!r} is not one of {', '.join(RESPONDERS)}")
         if self.max_calls < 1:
             raise ConfigError("AVC_MAX_CALLS must be at least 1")
         if self.no_input_s < 0:

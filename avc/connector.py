@@ -47,6 +47,10 @@ def builtin_app_factory(settings: Settings) -> AppFactory:
 
 
 class Connector:
+    """The connector process: owns what every call shares (MI clients, event socket and subscription, port pool,
+    media clock, dialog mirror, metrics) and the table of live calls. `avc serve` (or a test) starts and stops it;
+    OpenSIPS drives it through E_UA_SESSION events, each routed to its `Call` by session key."""
+
     def __init__(
         self,
         settings: Settings,
@@ -163,11 +167,14 @@ class Connector:
         log.warning("refusing session %s with 503: %s", event.key, why)
         self.metrics.call_rejects.labels("503").inc()
         self._remember(event.key)
-        with suppress(MIError):
+        try:
             # Retry-After tells the edge's dispatcher this node will take calls again, later.
             await self.mi.ua_session_reply(
                 event.key, "INVITE", 503, "Service Unavailable", extra_headers="Retry-After: 5\r\n"
             )
+        except MIError as exc:
+            # Counted in avc_mi_errors_total by the MI client; the edge times the INVITE out on its own.
+            log.warning("503 for session %s was not sent: %s", event.key, exc)
 
     def _call_ended(self, call: Call) -> None:
         self.calls.pop(call.key, None)

@@ -162,6 +162,12 @@ class Metrics:
         self.writer_failures = Counter(
             "avc_writer_failures", "PostgreSQL writes that failed and were queued for replay", registry=r
         )
+        self.close_errors = Counter(
+            "avc_close_errors",
+            "Failures while ending a call, by part (responder: its final journal record or context delete)",
+            ["part"],
+            registry=r,
+        )
         self.ready = Gauge("avc_ready", "1 while the node accepts new calls (readiness)", registry=r)
         self.rtp_finished = RtpCounters()
         self._rtp_sources: list[Callable[[], Iterable[RtpCounters]]] = []

@@ -142,6 +142,10 @@ class Reply:
 
 
 class Dialogue:
+    """The banking conversation of one call: owns the call's context (state, authentication, pending request) and
+    writes it to the context store and journal after every turn. The connector's banking responder drives it, one
+    caller turn at a time (`start`, `handle_text`, `handle_digits`, `handle_silence`, `heard`, then `close`)."""
+
     def __init__(
         self,
         call: CallInfo,

@@ -175,13 +175,13 @@ async def demo() -> dict[str, Any]:
             opensips = f"OpenSIPS at {target}"
         else:
             _say("OpenSIPS 3.5 is not installable on this machine, so this demo calls the OpenSIPS protocol double")
-            _say("(demo/opensips_double.py): it speaks the exact SIP, event and MI bytes of 3.5.9. Set")
+            _say("(demo/opensips_double/): it speaks the exact SIP, event and MI bytes of 3.5.9. Set")
             _say("AVC_DEMO_OPENSIPS=sip:bank@HOST:PORT to place the same call through a real OpenSIPS edge instead.")
             osips = await stack.enter_async_context(OpenSIPSDouble())
             host, port = await osips.listen_sip()
             target = f"sip:bank@{host}:{port}"
             env.update(AVC_MI_URL=osips.mi_datagram_uri, AVC_EDGE_MI_URL=osips.mi_http_url, AVC_EVENT_PORT="0")
-            opensips = f"protocol double (demo/opensips_double.py), SIP at {host}:{port}"
+            opensips = f"protocol double (demo/opensips_double/), SIP at {host}:{port}"
         env.update(AVC_MODE="chain", AVC_RESPONDER="banking", AVC_PG_DSN=dsn)
         settings: Settings = load_settings(env)
         _say(f"loading the local models ({settings.asr_model}, {settings.llm_model}, {settings.tts_model}) ...")

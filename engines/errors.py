@@ -10,7 +10,13 @@ MAKE_MODELS_HINT = "run `make models` (python -m engines.models) to install the 
 
 
 class EngineError(Exception):
-    """Base class of every error raised by `engines`."""
+    """Base class of every error raised by `engines`.
+
+    `provider` names the provider that failed, when a wrapper in front of several (a cloud engine with a local
+    fallback) knows which one it was; `engines.fallback.failed_provider` reads it for metrics and logs.
+    """
+
+    provider: str | None = None
 
 
 class EngineConfigError(EngineError):

@@ -15,7 +15,9 @@ instead, and the dialogue ends the turn in its own way (e.g. a short apology, th
 For the breaker, only `EngineUnavailableError` is a failure of the provider; an unusable answer
 (`LlmOutputError`) shows it is reachable, and rejected input says nothing about it either way.
 `metrics_hook(kind, primary, fallback)` is called once per request the fallback served, so the
-connector can count `avc_engine_fallbacks_total` without the engines importing it.
+connector can count `avc_engine_fallbacks_total` without the engines importing it. An error that
+does reach the caller names the provider that failed (`EngineError.provider`, read with
+`failed_provider`): the primary for a broken stream, else the fallback.
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ def engine_name(engine: object) -> str:
     """An engine's `name` attribute (e.g. "openai"), else its class name."""
     name = getattr(engine, "name", None)
     return name if isinstance(name, str) else type(engine).__name__
+
+
+def failed_provider(engine: object, error: BaseException) -> str:
+    """The provider whose failure `error` is: the one it names (a fallback wrapper names the engine behind it
+    that failed), else `engine`'s own name."""
+    if isinstance(error, EngineError) and error.provider is not None:
+        return error.provider
+    return engine_name(engine)
+
+
+def _blame(error: EngineError, provider: str) -> None:
+    """Name the provider that raised `error`, unless an engine nested deeper already did."""
+    if error.provider is None:
+        error.provider = provider
 
 
 class _Switch:
@@ -101,10 +117,13 @@ class _Switch:
                         except EngineError as exc:
                             recorded = True
                             self.primary_failed(exc)
+                            _blame(exc, self.primary)
                             if delivered:
-                                raise StreamInterruptedError(
+                                interrupted = StreamInterruptedError(
                                     f"{self.kind} {self.primary} failed after output began: {exc}"
-                                ) from exc
+                                )
+                                interrupted.provider = exc.provider
+                                raise interrupted from exc
                             error = exc
                             break
                         delivered = True
@@ -115,9 +134,13 @@ class _Switch:
                     if delivered and not recorded:
                         self.primary_answered()
         self.falling_back(error)
-        async with aclosing(fallback()) as items:
-            async for item in items:
-                yield item
+        try:
+            async with aclosing(fallback()) as items:
+                async for item in items:
+                    yield item
+        except EngineError as exc:
+            _blame(exc, self.fallback)
+            raise
 
     async def call(self, primary: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]]) -> T:
         """The primary's result, or the fallback's if the primary fails."""
@@ -127,12 +150,17 @@ class _Switch:
                 result = await primary()
             except EngineError as exc:
                 self.primary_failed(exc)
+                _blame(exc, self.primary)
                 error = exc
             else:
                 self.primary_answered()
                 return result
         self.falling_back(error)
-        return await fallback()
+        try:
+            return await fallback()
+        except EngineError as exc:
+            _blame(exc, self.fallback)
+            raise
 
 
 class FallbackLlm:
@@ -154,6 +182,11 @@ class FallbackLlm:
         self._switch = _Switch(
             "llm", primary_name or engine_name(primary), fallback_name or engine_name(fallback), breaker, metrics_hook
         )
+
+    @property
+    def name(self) -> str:
+        """Both providers: an error outside the engines' contract (not an `EngineError`) names neither."""
+        return f"{self._switch.primary}+{self._switch.fallback}"
 
     def stream_chat(
         self,
@@ -214,6 +247,11 @@ class FallbackTts:
         self._switch = _Switch(
             "tts", primary_name or engine_name(primary), fallback_name or engine_name(fallback), breaker, metrics_hook
         )
+
+    @property
+    def name(self) -> str:
+        """Both providers: an error outside the engines' contract (not an `EngineError`) names neither."""
+        return f"{self._switch.primary}+{self._switch.fallback}"
 
     @property
     def sample_rate(self) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
-from avc.conversation.responder import BotTurn, Expect, Responder, ResponderFactory, TurnTiming
+from avc.conversation.responder import BotTurn, ExpectedAnswer, Responder, ResponderFactory, TurnTiming
 from avc.conversation.sentences import SentenceSplitter
 from avc.metrics import Metrics
 from banking import templates
@@ -34,7 +34,7 @@ from engines.base import Llm
 
 log = logging.getLogger(__name__)
 
-_EXPECT: dict[str, Expect] = {"free": "free", "yes_no": "yes_no", "digits": "digits", "date": "date"}
+_EXPECTED_ANSWER: dict[str, ExpectedAnswer] = {"free": "free", "yes_no": "yes_no", "digits": "digits", "date": "date"}
 
 
 def _sentences(text: str) -> list[str]:
@@ -42,7 +42,8 @@ def _sentences(text: str) -> list[str]:
     return splitter.feed(text) + splitter.flush()
 
 
-def bot_turn(reply: Reply) -> BotTurn:
+def bot_turn_from_reply(reply: Reply) -> BotTurn:
+    """The chain's spoken turn for a dialogue reply (`banking.journal.bot_turn` is the journal's record of it)."""
     action = reply.action
     transfer = None
     if isinstance(action, Transfer):
@@ -50,7 +51,7 @@ def bot_turn(reply: Reply) -> BotTurn:
         transfer = {"X-AI-Transfer-Reason": action.reason, "X-AI-Summary": action.summary}
     return BotTurn.say(
         *_sentences(reply.say),
-        expect=_EXPECT.get(str(reply.expect), "free"),
+        expect=_EXPECTED_ANSWER.get(str(reply.expect), "free"),
         max_digits=reply.max_digits,
         transfer=transfer,
         hangup=isinstance(action, Hangup),
@@ -81,26 +82,26 @@ class BankingResponder:
             self._metrics.auth_outcomes.labels("verified").inc()
 
     async def greet(self) -> BotTurn:
-        return bot_turn(await self.dialogue.start())
+        return bot_turn_from_reply(await self.dialogue.start())
 
     async def on_text(self, text: str, timing: TurnTiming) -> BotTurn:
         reply = await self.dialogue.handle_text(text, timing.stages())
         self._count_auth()
-        return bot_turn(reply)
+        return bot_turn_from_reply(reply)
 
     async def on_digits(self, digits: str, timing: TurnTiming) -> BotTurn:
         reply = await self.dialogue.handle_digits(digits, timing.stages())
         self._count_auth()
-        return bot_turn(reply)
+        return bot_turn_from_reply(reply)
 
     def on_spoken(self, said: str, interrupted: bool) -> None:
         self.dialogue.heard(said, interrupted)
 
     async def on_silence(self) -> BotTurn:
-        return bot_turn(await self.dialogue.handle_silence())
+        return bot_turn_from_reply(await self.dialogue.handle_silence())
 
     async def transfer_failed(self) -> BotTurn:
-        return bot_turn(await self.dialogue.transfer_failed())
+        return bot_turn_from_reply(await self.dialogue.transfer_failed())
 
     async def close(self, outcome: str) -> None:
         await self.dialogue.close(outcome)

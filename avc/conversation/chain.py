@@ -34,6 +34,7 @@ from avc.media.audio_format import LINE_RATE as PROMPT_RATE
 from avc.media.dtmf import DtmfEvent
 from avc.metrics import Metrics
 from engines.base import ASR_SAMPLE_RATE, AsrStream
+from engines.fallback import failed_provider
 from engines.offload import InferencePool
 from engines.registry import Engines
 
@@ -72,6 +73,11 @@ class _Spoken:
 
 
 class ChainApp:
+    """One call's conversation: owns the call's VAD and ASR streams, turn detector, responder and speaker task, and
+    the record of what the caller actually heard. Each `avc.call.Call` builds one (through `chain_factory`), feeds it
+    audio and digits from the media tick (`on_audio`, `on_dtmf`) and runs `run()` as its application task until the
+    call ends, when the responder is closed."""
+
     def __init__(self, call: CallControl, deps: ChainDeps) -> None:
         self._call = call
         self._deps = deps
@@ -117,8 +123,16 @@ class ChainApp:
             await self._stop_speaking(flush=True)
             if self._speculation is not None:
                 self._speculation.cancel()
-            with contextlib.suppress(Exception):
-                await self._responder.close(self.outcome)
+            await self._close_responder(self._responder)
+
+    async def _close_responder(self, responder: Responder) -> None:
+        """The responder's final write (journal record, context delete). The call is over either way, so a failure
+        ends nothing, but it means a lost record: operations must see it (`avc_close_errors_total`)."""
+        try:
+            await responder.close(self.outcome)
+        except Exception:
+            self._deps.metrics.close_errors.labels("responder").inc()
+            log.exception("closing the responder failed (outcome %s): its final record may be lost", self.outcome)
 
     # -- listening ----------------------------------------------------------------------------------
 
@@ -184,9 +198,10 @@ class ChainApp:
             return
         try:
             text = (await speculation).strip()
-        except Exception:
-            self._deps.metrics.engine_errors.labels("asr", "local").inc()
-            log.exception("speech recognition failed; the caller will be asked to repeat")
+        except Exception as exc:
+            provider = failed_provider(self._deps.engines.asr, exc)
+            self._deps.metrics.engine_errors.labels("asr", provider).inc()
+            log.exception("speech recognition (%s) failed; the caller will be asked to repeat", provider)
             text = ""
         timing.asr_done = time.monotonic()
         if not text:
@@ -301,9 +316,10 @@ class ChainApp:
         except asyncio.CancelledError:
             self._report_spoken(spoken, interrupted=True)
             raise
-        except Exception:
-            self._deps.metrics.engine_errors.labels("tts", "local").inc()
-            log.exception("speaking failed")
+        except Exception as exc:
+            provider = failed_provider(tts, exc)
+            self._deps.metrics.engine_errors.labels("tts", provider).inc()
+            log.exception("speaking failed (tts provider %s)", provider)
             self._report_spoken(spoken, interrupted=True)
             return
         self._report_spoken(spoken, interrupted=False)

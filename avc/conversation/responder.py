@@ -15,7 +15,9 @@ from typing import Literal, Protocol
 from avc.conversation.sentences import sentences_of
 from engines.base import ChatMessage, Llm
 
-Expect = Literal["free", "yes_no", "digits", "date"]
+ExpectedAnswer = Literal["free", "yes_no", "digits", "date"]
+"""The kind of answer a bot turn asks the caller for: it tunes turn-taking only (a short answer may end sooner, a date
+gets more patience). The dialogue's own `banking.intents.Expect` says how to read the answer; this says how to wait."""
 STILL_THERE = "Are you still there?"
 
 
@@ -54,7 +56,7 @@ class BotTurn:
     """One reply: sentences to speak in order (streamed), then what to do and what answer to expect."""
 
     sentences: AsyncIterator[str]
-    expect: Expect = "free"
+    expect: ExpectedAnswer = "free"
     max_digits: int | None = None
     transfer: Mapping[str, str] | None = None  # context headers for the REFER, after speaking
     hangup: bool = False

@@ -52,6 +52,10 @@ class Signal(Enum):
 
 
 class TurnDetector:
+    """One call's turn-taking state: the caller's current utterance, its ASR evidence, what the bot's last question
+    expects, and a barge-in in progress. The chain drives it: `feed` for each VAD frame, `evidence` when a
+    speculative decode returns, `expect` when the bot speaks, `end_turn` when it ends a turn itself."""
+
     def __init__(self, settings: TurnSettings | None = None) -> None:
         self.s = settings or TurnSettings()
         self.in_speech = False
@@ -67,6 +71,20 @@ class TurnDetector:
         self._whole_answer = False  # ... and it held a whole answer (meaningful only with `_evidence`)
         self._barge_started: float | None = None
         self._barge_quiet_since: float | None = None
+
+    def _start_utterance(self, start: float, now: float) -> None:
+        """The caller's speech, begun at `start`, is an utterance as of `now`. Everything the last utterance left
+        (its speculation and evidence, a pending barge-in) goes; what the bot's question expects (`expect`) stays."""
+        self.in_speech = True
+        self.speech_start = start
+        self.speech_end = now
+        self._loud_since = None
+        self._speculated = False
+        self._partial = ""
+        self._evidence = False
+        self._whole_answer = False
+        self._barge_started = None
+        self._barge_quiet_since = None
 
     def expect(self, short_answer: bool, patient: bool = False, complete: Callable[[str], bool] | None = None) -> None:
         self._short_answer = short_answer
@@ -92,15 +110,6 @@ class TurnDetector:
         self.in_speech = False
         self._loud_since = None
 
-    def reset(self) -> None:
-        self.in_speech = False
-        self._loud_since = None
-        self._speculated = False
-        self._partial = ""
-        self._evidence = False
-        self._barge_started = None
-        self._barge_quiet_since = None
-
     def end_wait(self) -> float:
         wait = self.s.short_answer_silence_s if self._short_answer else self.s.end_silence_s
         # A date comes in pieces ("March fifth, ... nineteen eighty"): cutting it at the pause costs a whole
@@ -120,11 +129,7 @@ class TurnDetector:
                 if self._loud_since is None:
                     self._loud_since = now - frame_s
                 if now - self._loud_since >= self.s.min_speech_s:
-                    self.in_speech = True
-                    self.speech_start = self._loud_since
-                    self.speech_end = now
-                    self._speculated = False
-                    self._partial = ""
+                    self._start_utterance(self._loud_since, now)
                     return Signal.SPEECH_START
             else:
                 self._loud_since = None
@@ -154,12 +159,7 @@ class TurnDetector:
             self._barge_quiet_since = None
             if now - self._barge_started >= self.s.barge_in_confirm_s:
                 # The interruption becomes the caller's turn, starting where it began.
-                self.in_speech = True
-                self.speech_start = self._barge_started
-                self.speech_end = now
-                self._speculated = False
-                self._partial = ""
-                self._barge_started = None
+                self._start_utterance(self._barge_started, now)
                 return Signal.BARGE_IN_CONFIRM
             return None
         if self._barge_quiet_since is None:
@@ -171,7 +171,3 @@ class TurnDetector:
             self._barge_quiet_since = None
             return Signal.BARGE_IN_RESUME
         return None
-
-    @property
-    def barge_onset(self) -> float | None:
-        return self._barge_started

@@ -80,6 +80,10 @@ class MediaParams:
 
 
 class RtpStream:
+    """One call's RTP media: owns its UDP socket, jitter buffer, codec and resamplers, DTMF and the outbound queue.
+    The process's `MediaClock` drives it every 20 ms (send, then receive); its `Call` opens and closes it, and the
+    call's application plays into it and receives the caller's audio as 16 kHz PCM through its sink."""
+
     def __init__(
         self,
         *,

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import numpy as np
 from vosk import KaldiRecognizer, Model, SetLogLevel
@@ -189,6 +189,8 @@ class _Decoder:
 
 class VoskAsr:
     """A VOSK model loaded once per process; `workers` streams decode in parallel."""
+
+    name: ClassVar[str] = "vosk"  # the provider, as metrics and logs name it
 
     def __init__(self, model_dir: Path, options: VoskOptions) -> None:
         self.options = options

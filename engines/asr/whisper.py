@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +54,8 @@ class WhisperOptions:
 
 class WhisperAsr:
     """A Whisper model loaded once per process; `workers` utterances decode in parallel."""
+
+    name: ClassVar[str] = "whisper"  # the provider, as metrics and logs name it
 
     def __init__(self, model_dir: Path, options: WhisperOptions) -> None:
         self.options = options

@@ -21,7 +21,7 @@ import threading
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from llama_cpp import Llama
 from llama_cpp.llama_cache import LlamaRAMCache
@@ -68,6 +68,8 @@ def _openai_messages(messages: Sequence[ChatMessage]) -> list[Any]:
 
 class LlamaLlm:
     """A GGUF model loaded once per process."""
+
+    name: ClassVar[str] = "llama"  # the provider, as metrics and logs name it
 
     def __init__(self, model_path: Path, options: LlamaOptions) -> None:
         self.options = options

@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +54,8 @@ def _voice_files(voice_dir: Path) -> tuple[Path, Path]:
 
 class PiperTts:
     """A Piper voice loaded once per process; `workers` texts synthesise in parallel."""
+
+    name: ClassVar[str] = "piper"  # the provider, as metrics and logs name it
 
     def __init__(self, voice_dir: Path, options: PiperOptions) -> None:
         self.options = options

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -70,6 +70,8 @@ class SileroStream:
 
 class SileroVad:
     """The Silero model, loaded once per process."""
+
+    name: ClassVar[str] = "silero"  # the provider, as metrics and logs name it
 
     def __init__(self, model_path: Path, *, threads: int = 1) -> None:
         options = onnxruntime.SessionOptions()

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from avc.config import ConfigError, load_settings, parse_dotenv
+from avc.config import MODES, RESPONDERS, ConfigError, load_settings, parse_dotenv
 
 
 def test_environment_overrides_dotenv(tmp_path: Path) -> None:
@@ -30,6 +30,10 @@ def test_defaults_keep_control_sockets_on_loopback() -> None:
         ({"AVC_NAT_LATCHING": "perhaps"}, "AVC_NAT_LATCHING"),
         ({"AVC_RTP_PORT_MIN": "50000", "AVC_RTP_PORT_MAX": "40000"}, "AVC_RTP_PORT_MIN"),
         ({"AVC_NO_INPUT_S": "-1"}, "AVC_NO_INPUT_S"),
+        ({"AVC_RESPONDER": "oracle"}, "AVC_RESPONDER"),
+        ({"AVC_LLM_PROVIDER": "gpt"}, "AVC_LLM_PROVIDER='gpt' is not one of llama, openai"),
+        ({"AVC_TTS_PROVIDER": "espeak"}, "AVC_TTS_PROVIDER='espeak' is not one of piper, elevenlabs"),
+        ({"AVC_LOG_LEVEL": "LOUD"}, "AVC_LOG_LEVEL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -50,3 +54,14 @@ def test_advertised_ip_defaults_to_bind_ip() -> None:
 def test_rtp_addresses_must_be_ip_literals() -> None:
     with pytest.raises(ConfigError, match="AVC_RTP_ADVERTISED_IP"):
         load_settings({"AVC_RTP_ADVERTISED_IP": "media.example.net"}, None)
+
+
+def test_choices_are_the_literal_types_values() -> None:
+    assert MODES == ("echo", "tone", "chain") and RESPONDERS == ("repeat", "llm", "banking")
+    settings = load_settings({"AVC_MODE": "chain", "AVC_RESPONDER": "banking", "AVC_TTS_PROVIDER": "elevenlabs"}, None)
+    assert (settings.mode, settings.responder, settings.tts_provider) == ("chain", "banking", "elevenlabs")
+
+
+@pytest.mark.parametrize(("raw", "level"), [("debug", "DEBUG"), ("Warning", "WARNING"), ("WARN", "WARNING")])
+def test_log_level_is_read_as_logging_reads_it(raw: str, level: str) -> None:
+    assert load_settings({"AVC_LOG_LEVEL": raw}, None).log_level == level

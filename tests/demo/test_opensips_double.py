@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from demo.opensips_double import CallGone, CallState, DoubleUsageError, OpenSIPSDouble, sdp_offer
+from demo.opensips_double import (
+    CallGone,
+    CallState,
+    DoubleInternalError,
+    DoubleUsageError,
+    OpenSIPSDouble,
+    sdp_offer,
+)
+from demo.opensips_double.mi_commands import MICommands
 from tests.support.captures import Block, events, mi_pairs
 
 CAPTURE_SOCKET = "udp:127.0.0.1:9999"
@@ -194,6 +202,37 @@ async def test_dlg_push_var_type_errors_and_unknown_dids_match_capture_04(app: A
     for request, response in mi_pairs("04c"):
         if request.json["method"] == "dlg_push_var":
             assert await replay(app, request) == response.body
+
+
+async def test_a_crash_of_the_double_answers_internal_error_and_fails_its_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: MICommands, params: object) -> object:
+        raise RuntimeError("the double has a bug")
+
+    monkeypatch.setattr(MICommands, "_cmd_version", broken)
+    double = OpenSIPSDouble()
+    await double.start()
+    app = App(double)
+    await app.open()
+    try:
+        answer = await app.mi("version")
+    finally:
+        app.close()
+    assert answer["error"] == {"code": -32603, "message": "Internal error"}
+    assert double.internal_errors == ["version: RuntimeError('the double has a bug')"]
+    with pytest.raises(DoubleInternalError, match="the double has a bug"):
+        await double.close()
+    double.internal_errors.clear()  # what a test that provokes a crash on purpose does before the double closes
+    await double.close()
+
+
+async def test_a_failing_block_keeps_its_own_exception_with_the_doubles_crashes_noted() -> None:
+    with pytest.raises(ValueError, match="the test's own failure") as caught:
+        async with OpenSIPSDouble() as double:
+            double.internal_errors.append("ua_session_list: KeyError('x')")
+            raise ValueError("the test's own failure")
+    assert any("KeyError('x')" in note for note in caught.value.__notes__)
 
 
 async def test_mi_http_without_json_content_type_gets_no_answer_at_all(osips: OpenSIPSDouble) -> None:

@@ -8,9 +8,7 @@ thing under test is the fallback wrapper, not the local engines.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing
-from pathlib import Path
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,24 +19,14 @@ from engines.base import ChatMessage, JsonObject, Llm, Pcm16, Tts
 from engines.errors import EngineConfigError
 from engines.fallback import FallbackLlm, FallbackTts
 from engines.llm import openai
-from engines.manifest import Manifest
 from engines.resilience import BreakerState, CircuitBreaker, StreamInterruptedError
 from engines.tts import elevenlabs
+from tests.support.cloud import CLOUD_MANIFEST, FAST, OPENAI_KEY, drain
 from tests.support.cloud.elevenlabs_server import ElevenLabsDouble, SpeechReply, tone_ulaw
 from tests.support.cloud.openai_server import OpenAiDouble, Reply, server_error
 
 T = TypeVar("T")
 
-OPENAI_KEY = "sk-proj-fallback0123456789KEY"
-ELEVENLABS_KEY = "sk_fallback0123456789VOICEKEY"
-MANIFEST = Manifest(root=Path("."), entries={})
-FAST = {
-    "connect_timeout": 0.5,
-    "first_byte_timeout": 0.5,
-    "total_timeout": 2.0,
-    "retry_base_delay": 0.01,
-    "retry_max_delay": 0.05,
-}
 CHAT = [ChatMessage("user", "What is my balance?")]
 PRIMARY_TEXT = ["Your balance", " is", " 42 euros", "."]
 CANNED_TEXT = ("One moment,", " please.")
@@ -123,50 +111,12 @@ class Hook:
         self.calls.append((kind, primary, fallback))
 
 
-async def drain(stream: AsyncGenerator[T, None], into: list[T] | None = None) -> list[T]:
-    items = [] if into is None else into
-    async with aclosing(stream) as chunks:
-        async for chunk in chunks:
-            items.append(chunk)
-    return items
-
-
-@pytest.fixture
-async def openai_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OpenAiDouble]:
-    async with OpenAiDouble(OPENAI_KEY) as double:
-        monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", double.base_url)
-        yield double
-
-
-@pytest.fixture
-async def cloud_llm(openai_server: OpenAiDouble) -> AsyncIterator[openai.OpenAiLlm]:
-    engine = openai.load(MANIFEST, FAST)
-    yield engine
-    await engine.aclose()
-
-
-@pytest.fixture
-async def elevenlabs_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ElevenLabsDouble]:
-    async with ElevenLabsDouble(ELEVENLABS_KEY) as double:
-        monkeypatch.setenv("ELEVENLABS_API_KEY", ELEVENLABS_KEY)
-        monkeypatch.setenv("ELEVENLABS_BASE_URL", double.base_url)
-        yield double
-
-
-@pytest.fixture
-async def cloud_tts(elevenlabs_server: ElevenLabsDouble) -> AsyncIterator[elevenlabs.ElevenLabsTts]:
-    engine = elevenlabs.load(MANIFEST, FAST)
-    yield engine
-    await engine.aclose()
-
-
 # -- LLM ----------------------------------------------------------------------------------------------------------
 
 
-async def test_healthy_primary_answers_and_the_fallback_stays_idle(cloud_llm: openai.OpenAiLlm) -> None:
+async def test_healthy_primary_answers_and_the_fallback_stays_idle(openai_llm: openai.OpenAiLlm) -> None:
     local, hook = CannedLlm(), Hook()
-    llm = FallbackLlm(cloud_llm, local, CircuitBreaker(), hook)
+    llm = FallbackLlm(openai_llm, local, CircuitBreaker(), hook)
     assert isinstance(llm, Llm)
     assert await drain(llm.stream_chat(CHAT, max_tokens=32)) == PRIMARY_TEXT
     assert local.requests == 0
@@ -174,12 +124,12 @@ async def test_healthy_primary_answers_and_the_fallback_stays_idle(cloud_llm: op
 
 
 async def test_primary_failing_before_output_is_replaced_transparently(
-    cloud_llm: openai.OpenAiLlm, openai_server: OpenAiDouble, caplog: pytest.LogCaptureFixture
+    openai_llm: openai.OpenAiLlm, openai_server: OpenAiDouble, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     openai_server.replies.extend([server_error(), server_error()])
     breaker, hook = CircuitBreaker(), Hook()
-    llm = FallbackLlm(cloud_llm, CannedLlm(), breaker, hook)
+    llm = FallbackLlm(openai_llm, CannedLlm(), breaker, hook)
     assert await drain(llm.stream_chat(CHAT, max_tokens=32)) == list(CANNED_TEXT)
     assert len(openai_server.requests) == 2, "the primary used its retry first"
     assert hook.calls == [("llm", "openai", "canned")]
@@ -189,11 +139,11 @@ async def test_primary_failing_before_output_is_replaced_transparently(
 
 
 async def test_failure_after_output_began_stops_with_a_typed_error_and_no_fallback(
-    cloud_llm: openai.OpenAiLlm, openai_server: OpenAiDouble
+    openai_llm: openai.OpenAiLlm, openai_server: OpenAiDouble
 ) -> None:
     openai_server.replies.append(Reply(drop_after_chunks=3))
     local, hook, breaker = CannedLlm(), Hook(), CircuitBreaker()
-    llm = FallbackLlm(cloud_llm, local, breaker, hook)
+    llm = FallbackLlm(openai_llm, local, breaker, hook)
     delivered: list[str] = []
     with pytest.raises(StreamInterruptedError, match="llm openai failed after output began"):
         await drain(llm.stream_chat(CHAT, max_tokens=32), delivered)
@@ -204,7 +154,7 @@ async def test_failure_after_output_began_stops_with_a_typed_error_and_no_fallba
 
 
 async def test_open_circuit_sends_requests_straight_to_the_fallback(openai_server: OpenAiDouble) -> None:
-    primary = openai.load(MANIFEST, {**FAST, "max_attempts": 1})
+    primary = openai.load(CLOUD_MANIFEST, {**FAST, "max_attempts": 1})
     openai_server.replies.extend([server_error(), server_error()])
     breaker, hook = CircuitBreaker(failure_threshold=2, reset_timeout=30.0, clock=FakeClock()), Hook()
     llm = FallbackLlm(primary, CannedLlm(), breaker, hook)
@@ -219,12 +169,12 @@ async def test_open_circuit_sends_requests_straight_to_the_fallback(openai_serve
 
 
 async def test_successful_trial_after_the_reset_timeout_closes_the_circuit(
-    cloud_llm: openai.OpenAiLlm, openai_server: OpenAiDouble
+    openai_llm: openai.OpenAiLlm, openai_server: OpenAiDouble
 ) -> None:
     openai_server.replies.extend([server_error(), server_error()])
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0, clock=clock)
-    llm = FallbackLlm(cloud_llm, CannedLlm(), breaker)
+    llm = FallbackLlm(openai_llm, CannedLlm(), breaker)
     assert await drain(llm.stream_chat(CHAT, max_tokens=32)) == list(CANNED_TEXT)
     assert state_of(breaker) is BreakerState.OPEN
     clock.now += 30.0
@@ -232,10 +182,10 @@ async def test_successful_trial_after_the_reset_timeout_closes_the_circuit(
     assert state_of(breaker) is BreakerState.CLOSED
 
 
-async def test_caller_barging_in_after_output_counts_as_a_primary_success(cloud_llm: openai.OpenAiLlm) -> None:
+async def test_caller_barging_in_after_output_counts_as_a_primary_success(openai_llm: openai.OpenAiLlm) -> None:
     breaker = CircuitBreaker()
     breaker.record_failure()
-    llm = FallbackLlm(cloud_llm, CannedLlm(), breaker)
+    llm = FallbackLlm(openai_llm, CannedLlm(), breaker)
     stream = llm.stream_chat(CHAT, max_tokens=32)
     assert await anext(stream) == "Your balance"
     await stream.aclose()
@@ -243,22 +193,22 @@ async def test_caller_barging_in_after_output_counts_as_a_primary_success(cloud_
 
 
 async def test_unusable_json_falls_back_without_counting_against_the_provider(
-    cloud_llm: openai.OpenAiLlm, openai_server: OpenAiDouble
+    openai_llm: openai.OpenAiLlm, openai_server: OpenAiDouble
 ) -> None:
     openai_server.replies.append(Reply(json_content="[1]"))
     breaker, hook = CircuitBreaker(), Hook()
     breaker.record_failure()
-    llm = FallbackLlm(cloud_llm, CannedLlm(), breaker, hook)
+    llm = FallbackLlm(openai_llm, CannedLlm(), breaker, hook)
     assert await llm.complete_json(CHAT, SCHEMA, max_tokens=16) == {"intent": "unknown"}
     assert hook.calls == [("llm", "openai", "canned")]
     assert breaker.consecutive_failures == 0, "the provider answered, so it is reachable"
 
 
 async def test_json_from_a_healthy_primary_and_from_the_fallback_when_unavailable(
-    cloud_llm: openai.OpenAiLlm, openai_server: OpenAiDouble
+    openai_llm: openai.OpenAiLlm, openai_server: OpenAiDouble
 ) -> None:
     breaker = CircuitBreaker()
-    llm = FallbackLlm(cloud_llm, CannedLlm(), breaker)
+    llm = FallbackLlm(openai_llm, CannedLlm(), breaker)
     assert await llm.complete_json(CHAT, SCHEMA, max_tokens=16) == {"intent": "balance"}
     openai_server.replies.extend([server_error(), server_error()])
     assert await llm.complete_json(CHAT, SCHEMA, max_tokens=16) == {"intent": "unknown"}
@@ -266,13 +216,13 @@ async def test_json_from_a_healthy_primary_and_from_the_fallback_when_unavailabl
 
 
 async def test_a_broken_metrics_hook_does_not_cost_the_answer(
-    cloud_llm: openai.OpenAiLlm, openai_server: OpenAiDouble, caplog: pytest.LogCaptureFixture
+    openai_llm: openai.OpenAiLlm, openai_server: OpenAiDouble, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(kind: str, primary: str, fallback: str) -> None:
         raise RuntimeError("metrics registry gone")
 
     openai_server.replies.extend([server_error(), server_error()])
-    llm = FallbackLlm(cloud_llm, CannedLlm(), CircuitBreaker(), broken)
+    llm = FallbackLlm(openai_llm, CannedLlm(), CircuitBreaker(), broken)
     assert await drain(llm.stream_chat(CHAT, max_tokens=32)) == list(CANNED_TEXT)
     assert "fallback metrics hook failed" in caplog.text
 
@@ -286,9 +236,9 @@ def test_closing_the_wrapper_closes_both_engines() -> None:
 # -- TTS ----------------------------------------------------------------------------------------------------------
 
 
-async def test_healthy_primary_voice_speaks(cloud_tts: elevenlabs.ElevenLabsTts) -> None:
+async def test_healthy_primary_voice_speaks(elevenlabs_tts: elevenlabs.ElevenLabsTts) -> None:
     local = SineTts(8000)
-    tts = FallbackTts(cloud_tts, local, CircuitBreaker())
+    tts = FallbackTts(elevenlabs_tts, local, CircuitBreaker())
     assert isinstance(tts, Tts)
     text = "Your balance is forty-two euros."
     pcm = np.concatenate(await drain(tts.stream(text)))
@@ -301,7 +251,7 @@ async def test_refused_voice_falls_back_to_the_local_voice_at_the_primary_rate(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("ELEVENLABS_API_KEY", "sk_revoked0000000000KEY")
-    primary = elevenlabs.load(MANIFEST, FAST)
+    primary = elevenlabs.load(CLOUD_MANIFEST, FAST)
     local, hook = SineTts(16_000), Hook()
     tts = FallbackTts(primary, local, CircuitBreaker(), hook, resampler=decimator)
     text = "One moment, please."
@@ -316,11 +266,11 @@ async def test_refused_voice_falls_back_to_the_local_voice_at_the_primary_rate(
 
 
 async def test_voice_cut_after_audio_began_stops_with_a_typed_error(
-    cloud_tts: elevenlabs.ElevenLabsTts, elevenlabs_server: ElevenLabsDouble
+    elevenlabs_tts: elevenlabs.ElevenLabsTts, elevenlabs_server: ElevenLabsDouble
 ) -> None:
     elevenlabs_server.replies.append(SpeechReply(drop_after_bytes=600))
     local, hook = SineTts(8000), Hook()
-    tts = FallbackTts(cloud_tts, local, CircuitBreaker(), hook)
+    tts = FallbackTts(elevenlabs_tts, local, CircuitBreaker(), hook)
     delivered: list[Pcm16] = []
     with pytest.raises(StreamInterruptedError, match="tts elevenlabs failed after output began"):
         await drain(tts.stream("Your balance is forty-two euros."), delivered)
@@ -330,12 +280,12 @@ async def test_voice_cut_after_audio_began_stops_with_a_typed_error(
 
 
 async def test_text_the_primary_refuses_goes_to_the_fallback_without_touching_the_breaker(
-    cloud_tts: elevenlabs.ElevenLabsTts, elevenlabs_server: ElevenLabsDouble
+    elevenlabs_tts: elevenlabs.ElevenLabsTts, elevenlabs_server: ElevenLabsDouble
 ) -> None:
     breaker = CircuitBreaker()
     breaker.record_failure()
     local = SineTts(8000)
-    tts = FallbackTts(cloud_tts, local, breaker)
+    tts = FallbackTts(elevenlabs_tts, local, breaker)
     long_text = "a" * 2001  # over the primary's max_text_chars
     assert sum(len(chunk) for chunk in await drain(tts.stream(long_text))) == len(long_text) * 80
     assert local.requests == 1

@@ -8,8 +8,8 @@ re-serialisation. HTTP blocks hold the whole HTTP message (CRLF line ends, as on
 
 Two views of the same parse:
 - `load_capture(name)` -> `Block`s of the wire traffic only (events and MI requests/responses, with the JSON
-  already decoded), plus `events(name)` and `mi_pairs(name)`; `name` may be a file name, its stem, or a unique
-  prefix such as `"02"` or `"08b"`.
+  already decoded), plus `events(name)`, `event_params(name)`, `mi_pairs(name)` and `mi_requests(name)`; `name`
+  may be a file name, its stem, or a unique prefix such as `"02"` or `"08b"`.
 - `load_blocks`, `event_datagrams`, `mi_exchanges`: every block of a file, including the psql and
   opensips-cli transcripts, and raw request/response pairs.
 """
@@ -225,6 +225,18 @@ def events(name: str) -> list[Block]:
     return [block for block in load_capture(name) if block.kind == "event"]
 
 
+def event_params(name: str, event_type: str | None = None) -> list[dict[str, Any]]:
+    """The decoded `params` of one capture's E_UA_SESSION events, in order; only `event_type`'s when given."""
+    params: list[dict[str, Any]] = [block.json["params"] for block in events(name)]
+    return [p for p in params if event_type is None or p["event_type"] == event_type]
+
+
+def mi_requests(name: str, method: str | None = None) -> list[dict[str, Any]]:
+    """The decoded JSON-RPC requests of one capture's MI traffic, in order; only `method`'s when given."""
+    requests = [block.json for block in load_capture(name) if block.kind.endswith("_request")]
+    return [r for r in requests if method is None or r.get("method") == method]
+
+
 def mi_pairs(name: str) -> list[tuple[Block, Block]]:
     """(request, response) MI blocks of one capture: each request pairs with the next response on its transport."""
     pairs: list[tuple[Block, Block]] = []
@@ -247,6 +259,11 @@ class SippMessage:
     direction: Literal["sent", "received"]
     time: str
     raw: bytes
+
+    @property
+    def body(self) -> bytes:
+        """The message body: what follows the blank line after the headers (empty when there is none)."""
+        return self.raw.partition(b"\r\n\r\n")[2]
 
 
 _SIPP_HEADER = re.compile(

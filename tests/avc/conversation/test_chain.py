@@ -7,16 +7,26 @@ and transcribed back with Whisper. OpenSIPS is the protocol double.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from avc.config import Settings
 from avc.conversation.chain import ChainApp
+from avc.conversation.engine_setup import with_cloud_engines
 from avc.conversation.responder import LlmResponder, RepeatResponder, Responder
+from avc.metrics import Metrics
+from demo.opensips_double import sdp_offer
 from demo.voice_caller import VoiceCaller, loud, say, transcribe
+from engines.fallback import FallbackTts
+from engines.manifest import Manifest
 from engines.registry import Engines
+from engines.tts.elevenlabs import ElevenLabsTts
 from tests.support.chain_node import chain_node
+from tests.support.cloud.elevenlabs_server import ElevenLabsDouble, SpeechReply
 
 pytestmark = pytest.mark.models
 
@@ -134,3 +144,78 @@ async def test_a_silent_caller_is_asked_again_and_one_who_talks_past_the_deadlin
         assert b"avc_no_inputs_total 1.0" in node.metrics.render()
         heard = await transcribe(engines, [p.payload for p in caller.bot_frames(since=greeted) if p.arrival < spoke])
         assert "still there" in heard.lower()
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+class TranscriptResponder(RepeatResponder):
+    """Keeps a transcript per call, written into `folder` when the call closes."""
+
+    def __init__(self, call_id: str, ani: str | None, folder: Path) -> None:
+        super().__init__(call_id, ani)
+        self.call_id = call_id
+        self.folder = folder
+
+    async def close(self, outcome: str) -> None:
+        said = "\n".join(text for text, _ in self.spoken)
+        (self.folder / f"{self.call_id}.txt").write_text(f"{outcome}\n{said}\n", encoding="utf-8")
+
+
+async def test_a_responder_that_fails_to_close_is_logged_and_counted(
+    engines: Engines, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = tmp_path / "transcripts"  # never created: the final write fails as on a lost volume
+    metrics = Metrics()
+
+    def make_responder(call_id: str, ani: str | None) -> Responder:
+        return TranscriptResponder(call_id, ani, gone)
+
+    prompts = list(RepeatResponder("", None).static_prompts())
+    async with chain_node(engines, make_responder, prompts, metrics) as node:
+        peer = await node.group.create_peer()
+        call = await node.osips.invite(sdp_offer("127.0.0.1", peer.port))
+        assert (await call.wait_final(5.0)).code == 200
+        await asyncio.sleep(0.5)  # into the greeting
+        await call.bye()
+        await eventually(lambda: not node.connector.calls)
+
+    errors = metrics.registry.get_sample_value("avc_close_errors_total", {"part": "responder"})
+    assert errors == 1.0
+    [record] = [r for r in caplog.records if "closing the responder failed" in r.getMessage()]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert isinstance(record.exc_info[1], FileNotFoundError)
+    assert "outcome caller_hangup" in record.getMessage()
+
+
+async def test_a_cloud_voice_that_breaks_mid_sentence_is_counted_against_the_cloud(
+    engines: Engines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "sk_chain0123456789VOICEKEY"
+    async with ElevenLabsDouble(key) as double:
+        monkeypatch.setenv("ELEVENLABS_API_KEY", key)
+        monkeypatch.setenv("ELEVENLABS_BASE_URL", double.base_url)
+        double.replies.append(SpeechReply(drop_after_bytes=600))
+        metrics = Metrics()
+        # The production wiring: ElevenLabs in front, the local Piper voice behind it.
+        cloud = with_cloud_engines(
+            Settings(tts_provider="elevenlabs"), engines, Manifest(root=Path("."), entries={}), metrics
+        )
+        assert isinstance(cloud.tts, FallbackTts)
+        try:
+            # No cached prompts: the greeting is synthesised, and the cloud voice breaks after its first audio.
+            async with chain_node(cloud, RepeatResponder, [], metrics) as node:
+                await VoiceCaller.dial(node.osips, node.group)
+                errors = {"engine": "tts", "provider": "elevenlabs"}
+                await eventually(lambda: metrics.registry.get_sample_value("avc_engine_errors_total", errors) == 1.0)
+                assert (
+                    metrics.registry.get_sample_value("avc_engine_errors_total", {"engine": "tts", "provider": "piper"})
+                    is None
+                )
+        finally:
+            primary = cloud.tts.primary
+            assert isinstance(primary, ElevenLabsTts)
+            await primary.aclose()

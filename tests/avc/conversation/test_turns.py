@@ -1,3 +1,7 @@
+from collections.abc import Callable
+
+import pytest
+
 from avc.conversation.turns import Signal, TurnDetector, TurnSettings
 
 FRAME = 0.032
@@ -132,3 +136,67 @@ def test_a_cough_pauses_the_bot_then_it_resumes() -> None:
 
 def test_echo_below_the_raised_threshold_does_not_interrupt() -> None:
     assert run(TurnDetector(), [0.7] * 30, bot=True) == []
+
+
+# A new utterance starts clean: what the last one's speculation heard must neither end it early nor make it wait
+# longer. Each case ends a first turn on some evidence, then starts a second utterance (after a normal turn end, or
+# by barging in) with no loud frame past the one that starts it (a loud frame inside an utterance clears evidence,
+# which would hide leftovers), and compares it with the same audio on a fresh detector.
+def plain() -> TurnDetector:
+    return TurnDetector(TurnSettings(complete_silence_s=0.25, end_silence_s=0.6, hesitation_s=0.5))
+
+
+def date() -> TurnDetector:
+    detector = plain()
+    detector.expect(short_answer=False, patient=True, complete=lambda text: "1980" in text)
+    return detector
+
+
+LEFTOVERS = [
+    pytest.param(plain, "Where is my new card?", 0.6, id="finished-sentence"),  # would end the next one early
+    pytest.param(plain, "I want to check my card and", 0.6, id="trailing-and"),  # would buy it the hesitation time
+    pytest.param(date, "March 5th, 1980.", 0.6 + 0.5, id="whole-date"),  # would end it early
+]
+
+
+def first_turn(detector: TurnDetector, heard: str) -> float:
+    """Speech, a speculation that heard `heard`, the end of the turn; returns when the turn ended."""
+    assert [s for _, s in run(detector, [0.9] * 10 + [0.0] * 5)] == [Signal.SPEECH_START, Signal.SPECULATE]
+    detector.evidence(heard)
+    end = next(t for t, s in run(detector, [0.0] * 60, start=15 * FRAME) if s is Signal.TURN_END)
+    assert not detector.in_speech
+    return end
+
+
+def second_utterance(detector: TurnDetector, start: float, barge_in: bool) -> tuple[float, list[tuple[float, Signal]]]:
+    """Loud frames until the utterance starts (and not one more), then silence until the turn ends; returns when
+    the last loud frame ended and what the silence brought."""
+    started = Signal.BARGE_IN_CONFIRM if barge_in else Signal.SPEECH_START
+    now = start
+    while detector.feed(0.95, now := now + FRAME, FRAME, bot_speaking=barge_in) is not started:
+        assert now < start + 1.0, f"no {started}"
+    assert detector.in_speech and detector.speech_end == now
+    return now, run(detector, [0.0] * 60, start=now)  # after a barge-in the bot's audio is dropped: it is quiet
+
+
+def check_second_utterance(make: Callable[[], TurnDetector], heard: str, wait: float, barge_in: bool) -> None:
+    detector = make()
+    start = first_turn(detector, heard) + 10 * FRAME
+    speech_end, out = second_utterance(detector, start, barge_in)
+    assert out == second_utterance(make(), start, barge_in)[1]
+    assert [s for _, s in out] == [Signal.SPECULATE, Signal.TURN_END]
+    assert wait - 1e-3 <= out[-1][0] - speech_end < wait + FRAME + 1e-3
+
+
+@pytest.mark.parametrize(("make", "heard", "wait"), LEFTOVERS)
+def test_a_new_utterance_after_a_turn_end_never_sees_the_last_ones_evidence(
+    make: Callable[[], TurnDetector], heard: str, wait: float
+) -> None:
+    check_second_utterance(make, heard, wait, barge_in=False)
+
+
+@pytest.mark.parametrize(("make", "heard", "wait"), LEFTOVERS)
+def test_a_new_utterance_after_a_barge_in_never_sees_the_last_ones_evidence(
+    make: Callable[[], TurnDetector], heard: str, wait: float
+) -> None:
+    check_second_utterance(make, heard, wait, barge_in=True)

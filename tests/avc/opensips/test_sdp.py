@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 
 from avc.opensips.sdp import (
@@ -19,42 +16,28 @@ from avc.opensips.sdp import (
     negotiate,
     parse_sdp,
 )
-from tests.support.captures import CAPTURE_DIR
-
-CAPTURES = CAPTURE_DIR
-EVENT_PREFIX = '{"jsonrpc":"2.0","method":"E_UA_SESSION"'
-
-
-def captured_events(capture: str) -> list[dict[str, Any]]:
-    """The params of every E_UA_SESSION datagram in a capture file, byte for byte as received."""
-    lines = (CAPTURES / capture).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["params"] for line in lines if line.startswith(EVENT_PREFIX)]
+from tests.support.captures import capture_files, event_params, mi_requests, sipp_messages
 
 
 def captured_offer(capture: str) -> str:
     """The SDP body of the capture's NEW (initial INVITE) event."""
-    body: str = next(event["body"] for event in captured_events(capture) if event["event_type"] == "NEW")
+    body: str = event_params(capture, "NEW")[0]["body"]
     return body
 
 
 def sipp_bodies(log: str) -> list[str]:
-    """The SDP bodies of every message in a SIPp message log (LF line endings, as SIPp writes them)."""
-    bodies = []
-    # Each entry: a "-----... <time>" line, "UDP message sent/received ...:", a blank line, the message.
-    for entry in ("\n" + (CAPTURES / log).read_text(encoding="utf-8")).split("\n-----")[1:]:
-        message = entry.partition("\n\n")[2]
-        body = message.partition("\n\n")[2].strip("\n")
-        if body:
-            bodies.append(body + "\n")
-    return bodies
+    """The SDP bodies of every message in a SIPp message log, with LF line ends.
+
+    SIPp logs the bytes it sent (CRLF); the LF-only variant some UAs send is made here from them.
+    """
+    bodies = [message.body.decode("utf-8").replace("\r\n", "\n").strip("\n") for message in sipp_messages(log)]
+    return [body + "\n" for body in bodies if body]
 
 
 # The offer every test below varies: sipp's PCMU + telephone-event INVITE from capture 02.
 OFFER = captured_offer("02_call1_caller_hangs_up.txt")
 CAPTURES_WITH_OFFERS = sorted(
-    path.name
-    for path in CAPTURES.glob("*.txt")
-    if any(e["event_type"] == "NEW" and e["body"] for e in captured_events(path.name))
+    path.name for path in capture_files() if any(e["body"] for e in event_params(path.name, "NEW"))
 )
 
 
@@ -106,11 +89,11 @@ def test_captured_offer_negotiates_remote_endpoint_and_sendrecv() -> None:
 def test_answer_matches_the_one_the_real_caller_accepted() -> None:
     # Capture 02's app answered with this SDP and SIPp accepted it; ours differs only in o=/s= names.
     accepted_request = next(
-        line
-        for line in (CAPTURES / "02_call1_caller_hangs_up.txt").read_text(encoding="utf-8").splitlines()
-        if '"code": 200' in line
+        request
+        for request in mi_requests("02_call1_caller_hangs_up.txt", "ua_session_reply")
+        if request["params"]["code"] == 200
     )
-    accepted: str = json.loads(accepted_request)["params"]["body"]
+    accepted: str = accepted_request["params"]["body"]
     offer = parse_sdp(OFFER)
     answer = build_answer(offer, negotiate(offer), "127.0.0.1", 40000, session_id=4242, session_version=1)
     assert answer == accepted.replace("o=ai ", "o=avc ").replace("s=ai", "s=avc")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 
 from avc.opensips.sip import (
@@ -18,29 +15,15 @@ from avc.opensips.sip import (
     split_header_values,
     uri_user,
 )
-from tests.support.captures import CAPTURE_DIR
-
-CAPTURES = CAPTURE_DIR
-EVENT_PREFIX = '{"jsonrpc":"2.0","method":"E_UA_SESSION"'
-
-
-def new_events(capture: str) -> list[dict[str, Any]]:
-    """The params of every NEW E_UA_SESSION datagram in a capture file, byte for byte as received."""
-    events = []
-    for line in (CAPTURES / capture).read_text(encoding="utf-8").splitlines():
-        if line.startswith(EVENT_PREFIX):
-            params: dict[str, Any] = json.loads(line)["params"]
-            if params["event_type"] == "NEW":
-                events.append(params)
-    return events
+from tests.support.captures import capture_files, event_params, mi_requests
 
 
 def new_headers(capture: str) -> str:
-    headers: str = new_events(capture)[0]["headers"]
+    headers: str = event_params(capture, "NEW")[0]["headers"]
     return headers
 
 
-CAPTURES_WITH_NEW = sorted(path.name for path in CAPTURES.glob("*.txt") if new_events(path.name))
+CAPTURES_WITH_NEW = sorted(path.name for path in capture_files() if event_params(path.name, "NEW"))
 
 
 @pytest.mark.parametrize("capture", CAPTURES_WITH_NEW)
@@ -279,11 +262,7 @@ def test_empty_call_id_counts_as_missing() -> None:
 
 def test_extra_headers_match_what_opensips_accepted_for_media_exchange() -> None:
     # The exact MI `headers` value that made OpenSIPS put X-Orig-Call-ID on the INVITE in capture 05.
-    request = next(
-        json.loads(line)
-        for line in (CAPTURES / "05_media_exchange_to_ai.txt").read_text(encoding="utf-8").splitlines()
-        if '"method": "media_exchange_from_call_to_uri"' in line
-    )
+    [request] = mi_requests("05_media_exchange_to_ai.txt", "media_exchange_from_call_to_uri")
     assert format_extra_headers({"X-Orig-Call-ID": "1-799@127.0.0.1"}) == request["params"]["headers"]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from aiohttp import web
 
 from demo.rtp_peer import ulaw_encode
-from tests.support.cloud import LoopbackServer
+from tests.support.cloud import CloudDouble
 
 SAMPLE_RATE = 8000
 SAMPLES_PER_CHARACTER = 80
@@ -62,20 +62,18 @@ def _invalid(kind: str, location: str, message: str, value: object) -> web.Respo
     )
 
 
-class ElevenLabsDouble(LoopbackServer):
+class ElevenLabsDouble(CloudDouble):
     """Answers each request with the next queued `SpeechReply` (normal speech when none is queued)."""
+
+    key_env = "ELEVENLABS_API_KEY"
+    base_url_env = "ELEVENLABS_BASE_URL"
 
     def __init__(self, api_key: str) -> None:
         app = web.Application()
         app.router.add_post("/v1/text-to-speech/{voice_id}/stream", self._stream)
-        super().__init__(app)
-        self.api_key = api_key
+        super().__init__(app, api_key)
         self.replies: deque[SpeechReply] = deque()
         self.requests: list[RecordedSpeechRequest] = []
-
-    @property
-    def base_url(self) -> str:
-        return self.origin
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

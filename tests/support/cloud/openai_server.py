@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.cloud import LoopbackServer
+from tests.support.cloud import CloudDouble
 
 JsonObject = dict[str, Any]
 
@@ -92,14 +92,16 @@ def _masked(key: str) -> str:
     return f"{key[:3]}{'*' * max(0, len(key) - 7)}{key[-4:]}"
 
 
-class OpenAiDouble(LoopbackServer):
+class OpenAiDouble(CloudDouble):
     """Answers each request with the next queued `Reply` (a default text answer when none is queued)."""
+
+    key_env = "OPENAI_API_KEY"
+    base_url_env = "OPENAI_BASE_URL"
 
     def __init__(self, api_key: str) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
-        super().__init__(app)
-        self.api_key = api_key
+        super().__init__(app, api_key)
         self.replies: deque[Reply] = deque()
         self.requests: list[RecordedRequest] = []
         self._serial = 0
