@@ -62,7 +62,7 @@ test: lint typecheck models unit
 
 # The fast loop: lint and every test that needs no model and takes no more than a few seconds (markers `models`,
 # `slow`), in well under a minute on 2 cores.
-quick: lint
+quick: $(LOCAL) lint
 	$(BIN)/pytest -q -m "not models and not slow"
 
 bench-media: $(STAMP)
