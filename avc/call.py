@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 TRANSFER_TIMEOUT = 30.0
 # After a successful transfer the transferee normally hangs up our leg; if it does not, we do.
 TRANSFER_BYE_GRACE = 5.0
+# A call whose session the node lost (an OpenSIPS restart) ends after this much silence on its RTP, not the usual
+# timeout: the caller hanging up is the only thing that stops RTP, and no BYE will be reported.
+SESSION_LOST_RTP_TIMEOUT = 2.0
 SIPFRAG_STATUS = re.compile(r"^SIP/2\.0\s+(\d{3})", re.MULTILINE)
 
 
@@ -124,6 +127,7 @@ class Call:
         self._final_sent = False  # a final reply to the INVITE has been sent (or is in flight)
         self._transfer_deadline: asyncio.TimerHandle | None = None
         self._timers: list[asyncio.TimerHandle] = []
+        self._session_lost = False
         self.task: asyncio.Task[None] | None = None
 
     # -- CallControl, for the application ---------------------------------------------------------
@@ -159,6 +163,16 @@ class Call:
 
     def deliver(self, event: UaSessionEvent) -> None:
         self._inbox.put_nowait(event)
+
+    def session_lost(self) -> None:
+        """The node no longer holds this session (it restarted): no event will tell of the caller's hang-up, so
+        the call ends, as `session_lost`, once the caller's RTP stops for `SESSION_LOST_RTP_TIMEOUT` seconds."""
+        if self.state is CallState.ENDED or self._session_lost:
+            return
+        log.warning("session %s is gone from the node; the call ends when its RTP stops", self.key)
+        self._session_lost = True
+        if self._stream is not None:
+            self._stream.shorten_timeout(SESSION_LOST_RTP_TIMEOUT)
 
     def start(self) -> asyncio.Task[None]:
         self.task = asyncio.create_task(self._run(), name=f"call {self.key}")
@@ -316,7 +330,9 @@ class Call:
                 params=params,
                 clock=self._svc.clock,
                 rtp_timeout=settings.rtp_timeout,
-                on_timeout=lambda: self._inbox.put_nowait(_Hangup("rtp_timeout")),
+                on_timeout=lambda: self._inbox.put_nowait(
+                    _Hangup("session_lost" if self._session_lost else "rtp_timeout")
+                ),
                 on_failure=lambda exc: self._inbox.put_nowait(_Hangup("media_failure")),
                 nat_latching=settings.nat_latching,
                 jitter_prefetch=settings.jitter_prefetch,

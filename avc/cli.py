@@ -31,6 +31,9 @@ async def serve(settings: Settings) -> None:
     connector = Connector(settings, metrics=metrics)
     # Health and readiness answer from the start: /readyz stays false while the models load.
     runner = await start_http(connector, settings.http_host, settings.http_port)
+    # Callers a crashed predecessor left on the node hear silence until something ends their calls: end them now,
+    # not after the models have loaded (tens of seconds).
+    await connector.reconcile_before_start()
     deps = None
     if settings.mode == "chain":
         # Models load before the node subscribes to events: no call arrives before it can be answered.

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 from avc.app import AppFactory, CallApp, CallControl
-from avc.call import Call, CallServices
+from avc.call import Call, CallServices, CallState
 from avc.config import Settings
 from avc.conversation.modes import EchoApp, ToneApp
 from avc.media.clock import MediaClock
@@ -31,6 +31,20 @@ log = logging.getLogger(__name__)
 # Events that trail a call's end (the ACK of a 486, a BYE crossing our terminate) are expected: keys of
 # recently ended calls are remembered so such events are not reported as unknown.
 RECENT_KEYS = 4096
+# OpenSIPS 3.5.9 keeps a UA session it rejected (state 7) until its `ua_default_timeout`, an hour here (capture 14),
+# and deletes it only on `ua_session_terminate`, which sends nothing for such a session. That is sent once the
+# caller's hop-by-hop ACK of the rejection is reported (terminating earlier makes OpenSIPS answer the INVITE
+# again, with a 408), or after tm's wait for that ACK (64*T1 = 32 s, RFC 3261 timer H) if it never comes.
+REJECTED_ACK_WAIT = 32.0
+# The node's script answers OPTIONS and INVITE with 503 unless this cachedb_local key exists (opensips/ai-node.cfg):
+# it lives LIVENESS_TTL seconds and is refreshed every LIVENESS_INTERVAL while this connector can take calls, so a
+# dead, unsubscribed or draining connector takes its node out of the edge's rotation within its probe interval.
+LIVENESS_KEY = "avc_alive"
+LIVENESS_INTERVAL = 2.0
+LIVENESS_TTL = 6
+# An unanswered session this process does not know is looked at again this much later before it is refused: its
+# NEW event may still be on its way to us.
+UNANSWERED_RECHECK = 2.0
 
 
 def builtin_app_factory(settings: Settings) -> AppFactory:
@@ -73,11 +87,13 @@ class Connector:
         self._idle = asyncio.Event()
         self._idle.set()
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._rejected: dict[str, asyncio.TimerHandle] = {}
         self._mi: OpenSIPSMI | None = None
         self._edge_mi: OpenSIPSMI | None = None
         self._listener: EventListener | None = None
         self.subscription: EventSubscription | None = None
         self._subscription_task: asyncio.Task[None] | None = None
+        self._liveness_task: asyncio.Task[None] | None = None
         self._mirror: DialogMirror | None = None
         self._services: CallServices | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -91,11 +107,19 @@ class Connector:
         assert self._mi is not None, "connector not started"
         return self._mi
 
+    def open_mi(self) -> OpenSIPSMI:
+        """The node's MI client, opened on first use: `avc serve` uses it before start() to end stranded calls."""
+        if self._mi is None:
+            s = self.settings
+            self._mi = OpenSIPSMI(mi_client_from_url(s.mi_url, timeout=s.mi_timeout, metrics=self.metrics))
+        return self._mi
+
     async def start(self) -> None:
         if self.app_factory is None:
             raise RuntimeError("chain mode needs an application factory (the engine chain) before start()")
         s = self.settings
-        self._mi = OpenSIPSMI(mi_client_from_url(s.mi_url, timeout=s.mi_timeout, metrics=self.metrics))
+        self.open_mi()
+        assert self._mi is not None
         if s.edge_mi_url:
             self._edge_mi = OpenSIPSMI(mi_client_from_url(s.edge_mi_url, timeout=s.mi_timeout, metrics=self.metrics))
         self._mirror = DialogMirror(self._edge_mi, self.metrics)
@@ -118,8 +142,10 @@ class Connector:
             expire=s.event_expire,
             check_interval=s.subscription_check_interval,
             metrics=self.metrics,
+            on_subscribed=lambda: self._spawn(self.reconcile()),
         )
         self._subscription_task = asyncio.create_task(self.subscription.run(), name="event-subscription")
+        self._liveness_task = asyncio.create_task(self._keep_alive(), name="node-liveness")
         log.info("connector up: events on %s, MI %s, mode %s", self._listener.socket_uri, s.mi_url, s.mode)
 
     @property
@@ -137,6 +163,82 @@ class Connector:
             and len(self.calls) < self.settings.max_calls
         )
 
+    # -- the node's view: liveness and reconciliation -------------------------------------------------
+
+    async def _keep_alive(self) -> None:
+        """Keep the node in the edge's rotation exactly while this connector can take calls (see LIVENESS_KEY)."""
+        alive = False
+        while True:
+            try:
+                if self.ready:
+                    await self.mi.cache_store(LIVENESS_KEY, "1", LIVENESS_TTL)
+                    alive = True
+                elif alive:
+                    await self.mi.cache_remove(LIVENESS_KEY)
+                    alive = False
+            except MIError as exc:
+                # Counted by the MI client; the key expires on its own if this goes on.
+                log.warning("node liveness key not %s: %s", "refreshed" if self.ready else "removed", exc)
+            await asyncio.sleep(LIVENESS_INTERVAL)
+
+    async def reconcile(self) -> None:
+        """Match the sessions the node holds with this process's calls (at start-up and after every subscription).
+
+        A session no call owns was stranded: by a crash of the connector before this one (answered: OpenSIPS sends
+        BYE when it is ended, instead of the caller hearing silence until the node's one-hour timeout), by a
+        rejection nobody deleted (state 7), or by a NEW event raised while nobody was subscribed (refused with 503
+        and deleted, as a NEW over capacity is). A call whose session the node no longer holds (the node restarted)
+        ends as soon as its RTP stops. One connector per node is assumed: its events go to one subscriber.
+        """
+        try:
+            sessions = await self.mi.ua_sessions()
+        except MIError as exc:
+            log.warning("could not list the node's sessions: %s", exc)
+            return
+        listed = {session.key for session in sessions}
+        for call in list(self.calls.values()):
+            if call.key not in listed and call.state is not CallState.ANSWERING:
+                self.metrics.stranded_sessions.labels("session_lost").inc()
+                call.session_lost()
+        unanswered = []
+        for session in sessions:
+            if session.key in self.calls or session.key in self._rejected or session.key in self._recent:
+                continue
+            if session.ended:
+                self.metrics.stranded_sessions.labels("deleted").inc()
+                self._spawn(self._terminate_rejected(session.key))
+            elif session.answered:
+                log.warning(
+                    "session %s (Call-ID %s) has no call here: a lost connector's; ending it",
+                    session.key,
+                    session.call_id,
+                )
+                self.metrics.stranded_sessions.labels("ended").inc()
+                self._spawn(self._terminate_rejected(session.key))
+            else:
+                unanswered.append(session.key)
+        if unanswered:
+            self._spawn(self._refuse_unowned(unanswered))
+
+    async def reconcile_before_start(self) -> None:
+        """Before start(): end what a lost predecessor left on the node, without waiting for the models to load."""
+        self.open_mi()
+        await self.reconcile()
+
+    async def _refuse_unowned(self, keys: list[str]) -> None:
+        await asyncio.sleep(UNANSWERED_RECHECK)
+        try:
+            still = {s.key: s for s in await self.mi.ua_sessions()}
+        except MIError as exc:
+            log.warning("could not list the node's sessions: %s", exc)
+            return
+        for key in keys:
+            session = still.get(key)
+            if session is None or session.answered or session.ended or key in self.calls or key in self._recent:
+                continue
+            self.metrics.stranded_sessions.labels("refused").inc()
+            await self._reply_503(key, "its NEW event never reached a connector")
+
     # -- events -------------------------------------------------------------------------------------
 
     def _on_event(self, event: UaSessionEvent) -> None:
@@ -148,7 +250,9 @@ class Connector:
                 call.deliver(event)
             return
         if event.event_type != "NEW":
-            if event.key in self._recent:
+            if event.key in self._rejected and event.method == "ACK":
+                self._delete_rejected(event.key)
+            elif event.key in self._recent:
                 log.debug("%s(%s) for ended session %s ignored", event.event_type, event.method, event.key)
             else:
                 self.metrics.events_unknown_key.inc()
@@ -164,20 +268,43 @@ class Connector:
         call.start()
 
     async def _refuse(self, event: UaSessionEvent, why: str) -> None:
-        log.warning("refusing session %s with 503: %s", event.key, why)
+        await self._reply_503(event.key, why)
+
+    async def _reply_503(self, key: str, why: str) -> None:
+        log.warning("refusing session %s with 503: %s", key, why)
         self.metrics.call_rejects.labels("503").inc()
-        self._remember(event.key)
+        self._remember(key)
         try:
             # Retry-After tells the edge's dispatcher this node will take calls again, later.
             await self.mi.ua_session_reply(
-                event.key, "INVITE", 503, "Service Unavailable", extra_headers="Retry-After: 5\r\n"
+                key, "INVITE", 503, "Service Unavailable", extra_headers="Retry-After: 5\r\n"
             )
         except MIError as exc:
             # Counted in avc_mi_errors_total by the MI client; the edge times the INVITE out on its own.
-            log.warning("503 for session %s was not sent: %s", event.key, exc)
+            log.warning("503 for session %s was not sent: %s", key, exc)
+            return
+        self._await_rejected_ack(key)
+
+    def _await_rejected_ack(self, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._rejected[key] = loop.call_later(REJECTED_ACK_WAIT, self._delete_rejected, key)
+
+    def _delete_rejected(self, key: str) -> None:
+        timer = self._rejected.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+            self._spawn(self._terminate_rejected(key))
+
+    async def _terminate_rejected(self, key: str) -> None:
+        try:
+            await self.mi.ua_session_terminate(key)
+        except MIError as exc:
+            log.warning("rejected session %s was not deleted on the node: %s", key, exc)
 
     def _call_ended(self, call: Call) -> None:
         self.calls.pop(call.key, None)
+        if call.outcome.startswith("rejected_"):
+            self._await_rejected_ack(call.key)
         if not self.calls:
             self._idle.set()
         self._remember(call.key)
@@ -209,12 +336,23 @@ class Connector:
 
     async def stop(self) -> None:
         self.draining = True
+        for key in list(self._rejected):
+            self._delete_rejected(key)
         tasks = [call.task for call in self.calls.values() if call.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with suppress(asyncio.CancelledError):
                 await task
+        if self._liveness_task is not None:
+            self._liveness_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._liveness_task
+            if self._mi is not None:
+                try:  # out of rotation now, not when the key expires
+                    await self._mi.cache_remove(LIVENESS_KEY)
+                except MIError as exc:
+                    log.warning("node liveness key not removed: %s", exc)
         for side in list(self._side_tasks):
             with suppress(asyncio.CancelledError):
                 await side

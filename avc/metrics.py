@@ -79,6 +79,13 @@ class Metrics:
         )
         self.events = Counter("avc_events", "E_UA_SESSION events received, by type", ["event_type"], registry=r)
         self.events_malformed = Counter("avc_events_malformed", "Event datagrams that could not be parsed", registry=r)
+        self.stranded_sessions = Counter(
+            "avc_stranded_sessions",
+            "Sessions found on the node without a call here (ended, deleted, refused) or calls whose session the "
+            "node lost (session_lost), by what was done",
+            ["action"],
+            registry=r,
+        )
         self.events_unknown_key = Counter(
             "avc_events_unknown_key", "Events for a session key this node does not know", registry=r
         )

@@ -231,7 +231,8 @@ def states_whole_date(text: str, order: DateOrder = DateOrder.MDY) -> bool:
     """Whether a transcript so far already holds a whole date that more words would not change.
 
     Turn-taking asks it of the words heard at a pause, to end a date-of-birth answer without waiting for more.
-    A round year may still go on ("two thousand ... and five", "1900 ... and twelve"), so it does not count.
+    A year ending in a zero may still go on ("nineteen eighty ... five", "two thousand ... and five", "1900 ... and
+    twelve"), so it does not count: cutting the turn there would verify a caller born in 1985 as born in 1980.
     """
     value = parse_date(text, order)
-    return value is not None and value.year % 100 != 0
+    return value is not None and value.year % 10 != 0

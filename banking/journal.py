@@ -208,8 +208,8 @@ def close_record(session_id: str, end: SessionEnd) -> JournalRecord:
 
 
 _SQL: Final[Mapping[RecordKind, str]] = {
-    RecordKind.OPEN: "INSERT INTO call_sessions (id, call_id, b2b_key, ani_last4, started_at) "
-    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    RecordKind.OPEN: "INSERT INTO call_sessions (id, call_id, b2b_key, ani_last4, started_at, node) "
+    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
     # No conflict target: a turn already there, by its id or by its number, is not written again.
     RecordKind.TURN: "INSERT INTO conversation_turns (id, session_id, seq, speaker, text, timings, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -222,10 +222,28 @@ _SQL: Final[Mapping[RecordKind, str]] = {
 }
 
 
-def _arguments(record: JournalRecord) -> tuple[object, ...]:
+# A crash leaves its calls' rows open: at start-up a node closes its own (no process owns them any more), and any
+# node closes rows left open longer than a call may last (their node is gone, or was renamed).
+_CLOSE_ABANDONED: Final = (
+    "UPDATE call_sessions SET ended_at = GREATEST(started_at, now()), outcome = $1 "
+    "WHERE ended_at IS NULL AND (node = $2 OR started_at < now() - make_interval(secs => $3))"
+)
+ABANDONED_OUTCOME: Final = "connector_lost"
+
+
+async def close_abandoned(pool: asyncpg.Pool, node: str, older_than_s: float, *, timeout_s: float = 5.0) -> int:
+    """Close the call rows no process owns: those `node` left open (call at its start-up, before it takes calls)
+    and any row open for longer than `older_than_s` (the longest a call may last, plus a margin).
+    Returns how many were closed; their outcome says the connector was lost mid-call."""
+    async with pool.acquire(timeout=timeout_s) as conn:
+        status = await conn.execute(_CLOSE_ABANDONED, ABANDONED_OUTCOME, node, float(older_than_s), timeout=timeout_s)
+    return int(str(status).rsplit(" ", 1)[-1])
+
+
+def _arguments(record: JournalRecord, node: str | None = None) -> tuple[object, ...]:
     data, session = record.data, uuid.UUID(record.session_id)
     if record.kind is RecordKind.OPEN:
-        return session, data["call_id"], data["b2b_key"], data["ani_last4"], record.at
+        return session, data["call_id"], data["b2b_key"], data["ani_last4"], record.at, node
     if record.kind is RecordKind.TURN:
         timings = json.dumps(data["timings"])
         return uuid.UUID(record.id), session, data["seq"], data["speaker"], data["text"], timings, record.at
@@ -236,16 +254,19 @@ def _arguments(record: JournalRecord) -> tuple[object, ...]:
 
 
 class PgJournal:
-    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 5.0) -> None:
+    """Writes call records to PostgreSQL; rows it opens carry `node`, the connector node that owns the call."""
+
+    def __init__(self, pool: asyncpg.Pool, *, node: str | None = None, timeout_s: float = 5.0) -> None:
         self._pool = pool
         self._timeout_s = timeout_s
+        self.node = node
 
     async def write(self, record: JournalRecord) -> None:
         """Write one record, or raise what PostgreSQL (or the connection to it) raised.
 
         KeyError, TypeError or ValueError mean the record itself is malformed (a damaged spool line).
         """
-        arguments = _arguments(record)
+        arguments = _arguments(record, self.node)
         async with self._pool.acquire(timeout=self._timeout_s) as conn:
             await conn.execute(_SQL[record.kind], *arguments, timeout=self._timeout_s)
 

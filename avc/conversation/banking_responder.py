@@ -27,7 +27,7 @@ from banking.durable_journal import DurableJournal
 from banking.fastpath import FastPathUnderstander
 from banking.intents import ChainUnderstander, Understander
 from banking.intents import Expect as BankingExpect
-from banking.journal import Journal, PgJournal
+from banking.journal import ABANDONED_OUTCOME, Journal, PgJournal, close_abandoned
 from banking.llm_understander import LlmUnderstander
 from banking.pg_bank import PgBank
 from engines.base import Llm
@@ -125,6 +125,10 @@ def static_prompts() -> list[str]:
     return sorted(s for s in sentences if not any(ch.isdigit() for ch in s))
 
 
+# A row open this much longer than the longest call is certainly abandoned.
+ABANDONED_MARGIN_S = 300.0
+
+
 @dataclass
 class BankingServices:
     """Shared by every call of a node; `close()` at shutdown."""
@@ -143,18 +147,28 @@ class BankingServices:
         llm: Llm | None = None,
         spool_dir: Path | None = None,
         metrics: Metrics | None = None,
+        node: str | None = None,
+        max_call_s: float = 3600.0,
     ) -> BankingServices:
         pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=8)
+        if node is not None:
+            # Before this node takes a call: rows it left open in a crash are nobody's now (and neither are rows
+            # open longer than a call may last, whatever their node). A spooled record replayed later still lands.
+            closed = await close_abandoned(pool, node, older_than_s=max_call_s + ABANDONED_MARGIN_S)
+            if closed:
+                log.warning(
+                    "closed %d call record(s) left open by a lost connector (outcome %s)", closed, ABANDONED_OUTCOME
+                )
         understanders: list[Understander] = [FastPathUnderstander()]
         if llm is not None:
             model = LlmUnderstander(llm)
             await model.warm()
             understanders.append(model)
-        journal: Journal = PgJournal(pool)
+        journal: Journal = PgJournal(pool, node=node)
         if spool_dir is not None:
             # Call records never wait for PostgreSQL and survive its outages: queued, spooled to disk, replayed.
             durable = DurableJournal(
-                PgJournal(pool), spool_dir, on_failure=metrics.writer_failures.inc if metrics else None
+                PgJournal(pool, node=node), spool_dir, on_failure=metrics.writer_failures.inc if metrics else None
             )
             await durable.start()
             if metrics is not None:

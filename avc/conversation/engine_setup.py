@@ -99,6 +99,8 @@ async def build_chain(settings: Settings, metrics: Metrics, responders: Responde
             engines.llm if settings.banking_llm else None,
             Path(settings.journal_spool_dir),
             metrics,
+            node=settings.node_id,
+            max_call_s=settings.max_duration,
         )
         factory, cleanup = services.responder_factory(metrics), services.close
     else:

@@ -416,6 +416,10 @@ class RtpStream:
             if not future.done():
                 future.set_result(now)
 
+    def shorten_timeout(self, seconds: float) -> None:
+        """End the stream after `seconds` without RTP instead of the configured timeout (never longer)."""
+        self._rtp_timeout = min(self._rtp_timeout, seconds)
+
     def _check_timeout(self) -> None:
         if self._timed_out or not self.params.receives or self._loop is None:
             return

@@ -536,6 +536,58 @@ def _optional(params: dict[str, object], **optional: object) -> dict[str, object
     return params
 
 
+# b2b_entities' entity states as `ua_session_list` prints them (b2b_entities/dlg.h in 3.5: 1 new, 3 early,
+# 4 confirmed, 5 established, 6 re-INVITE pending, 7 terminated; capture 14 shows 5 and 7).
+B2B_STATE_CONFIRMED = (4, 5, 6)
+B2B_STATE_TERMINATED = 7
+
+
+@dataclass(frozen=True, slots=True)
+class UaSessionInfo:
+    """One entry of `ua_session_list`: the session key (the UAS's To-tag), b2b state, Call-ID, last reply sent."""
+
+    key: str
+    state: int
+    call_id: str
+    last_reply_code: int | None
+
+    @property
+    def answered(self) -> bool:
+        return self.state in B2B_STATE_CONFIRMED
+
+    @property
+    def ended(self) -> bool:
+        return self.state >= B2B_STATE_TERMINATED
+
+
+# What an empty body is labelled when headers must travel without anything to send (see `_with_body`).
+EMPTY_BODY_TYPE = "text/plain"
+
+
+def _with_body(
+    params: dict[str, object], body: str | None, extra_headers: str | None, content_type: str | None
+) -> dict[str, object]:
+    """`params` plus a body and its headers, in the form OpenSIPS 3.5.9 sends intact.
+
+    b2b_entities (ua_build_hdrs) reserves room for `extra_headers` but copies them only when a body is given:
+    without one the SIP message carries uninitialised memory where the headers should be, so a REFER loses its
+    Refer-To and a 503 its Retry-After (captures 15 and 16). With a body, even an empty one, they arrive intact
+    after the body's Content-Type (capture 17). So headers never go without a body: an empty one, labelled
+    `EMPTY_BODY_TYPE` unless the caller names a type. `content_type` is a MIME type; MI wants the whole header
+    line, which is built here.
+    """
+    if extra_headers and body is None:
+        body = ""
+        content_type = content_type or EMPTY_BODY_TYPE
+    if body is not None:
+        params["body"] = body
+    if extra_headers:
+        params["extra_headers"] = extra_headers if extra_headers.endswith("\r\n") else extra_headers + "\r\n"
+    if content_type is not None:
+        params["content_type"] = f"Content-Type: {content_type}\r\n"
+    return params
+
+
 class OpenSIPSMI:
     """Typed MI commands of OpenSIPS 3.5 (b2b_entities, dialog, event interface, core)."""
 
@@ -555,12 +607,10 @@ class OpenSIPSMI:
         extra_headers: str | None = None,
         content_type: str | None = None,
     ) -> None:
-        """Reply `code reason` to the pending `method` request of a session; `body` defaults to application/sdp."""
-        params = _optional(
-            {"key": key, "method": method, "code": code, "reason": reason},
-            body=body,
-            extra_headers=extra_headers,
-            content_type=content_type,
+        """Reply `code reason` to the pending `method` request of a session; a body is `content_type`
+        (application/sdp when not given). Headers always travel with a body (`_with_body`)."""
+        params = _with_body(
+            {"key": key, "method": method, "code": code, "reason": reason}, body, extra_headers, content_type
         )
         await self.client.call("ua_session_reply", params)
 
@@ -572,15 +622,18 @@ class OpenSIPSMI:
         extra_headers: str | None = None,
         content_type: str | None = None,
     ) -> None:
-        """Send a sequential request (re-INVITE, INFO, OPTIONS, ...) within a session."""
-        params = _optional(
-            {"key": key, "method": method}, body=body, extra_headers=extra_headers, content_type=content_type
+        """Send a sequential request (re-INVITE, INFO, REFER, ...) within a session."""
+        await self.client.call(
+            "ua_session_update", _with_body({"key": key, "method": method}, body, extra_headers, content_type)
         )
-        await self.client.call("ua_session_update", params)
 
-    async def ua_session_terminate(self, key: str, extra_headers: str | None = None) -> None:
-        """End a session: OpenSIPS sends BYE (no TERMINATED event follows for an app-initiated end)."""
-        await self.client.call("ua_session_terminate", _optional({"key": key}, extra_headers=extra_headers))
+    async def ua_session_terminate(self, key: str) -> None:
+        """End a session: OpenSIPS sends BYE when it was answered, and deletes it (no event follows).
+
+        It takes no headers: 3.5.9 would send them garbled (it copies `extra_headers` only with a body, and
+        this command has none), so the BYE carries only what OpenSIPS puts in it.
+        """
+        await self.client.call("ua_session_terminate", {"key": key})
 
     async def ua_session_client_start(
         self,
@@ -596,10 +649,7 @@ class OpenSIPSMI:
     ) -> str:
         """Start an outgoing call (OpenSIPS sends the INVITE); returns the new session key."""
         params = _optional(
-            {"ruri": ruri, "to": to, "from": from_},
-            body=body,
-            extra_headers=extra_headers,
-            content_type=content_type,
+            _with_body({"ruri": ruri, "to": to, "from": from_}, body, extra_headers, content_type),
             flags=flags,
             proxy=proxy,
             socket=socket,
@@ -612,6 +662,38 @@ class OpenSIPSMI:
     async def ua_session_list(self, key: str | None = None) -> Any:
         """One session's state (an object) for `key`, else the list of all sessions."""
         return await self.client.call("ua_session_list", _optional({}, key=key))
+
+    async def ua_sessions(self) -> list[UaSessionInfo]:
+        """Every UA server session the node holds (capture 14's fields); entries without a key are skipped."""
+        result = await self.ua_session_list()
+        if not isinstance(result, list):
+            raise MITransportError("ua_session_list", f"expected a list of sessions, got {type(result).__name__}")
+        sessions = []
+        for item in result:
+            if isinstance(item, dict) and isinstance(item.get("to_tag"), str) and item["to_tag"]:
+                code = item.get("last_reply_code")
+                state = item.get("state", 0)
+                if isinstance(state, str) and state.isascii() and state.isdecimal():
+                    state = int(state)
+                if isinstance(state, bool) or not isinstance(state, int):
+                    # A misread state would end or refuse a live call: an unusable reply, not a guess.
+                    raise MITransportError("ua_session_list", f"session {item['to_tag']!r} has state {state!r}")
+                sessions.append(
+                    UaSessionInfo(
+                        key=item["to_tag"],
+                        state=state,
+                        call_id=str(item.get("callid", "")),
+                        last_reply_code=code if isinstance(code, int) else None,
+                    )
+                )
+        return sessions
+
+    async def cache_store(self, attr: str, value: str, expire: int, system: str = "local") -> None:
+        """Store `attr` = `value` in the node's cachedb `system` for `expire` seconds (0 would keep it for ever)."""
+        await self.client.call("cache_store", {"system": system, "attr": attr, "value": value, "expire": expire})
+
+    async def cache_remove(self, attr: str, system: str = "local") -> None:
+        await self.client.call("cache_remove", {"system": system, "attr": attr})
 
     async def event_subscribe(self, event: str, socket: str, expire: int) -> None:
         """Subscribe `socket` (e.g. `udp:127.0.0.1:9999`) to `event` for `expire` seconds.

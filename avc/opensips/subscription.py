@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 
 from avc.metrics import Metrics
 from avc.opensips.mi import MIError, OpenSIPSMI, Subscriber
@@ -41,6 +42,7 @@ class EventSubscription:
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
         metrics: Metrics | None = None,
+        on_subscribed: Callable[[], None] | None = None,
     ) -> None:
         if isinstance(expire, bool) or not isinstance(expire, int) or expire < 1:
             raise ValueError(f"expire must be a positive number of seconds, not {expire!r}")
@@ -57,7 +59,8 @@ class EventSubscription:
         self._up = asyncio.Event()
         self._random = random.Random()
         self.last_error: str | None = None
-        """The most recent failure (kept after recovery, for diagnostics)."""
+        """Why the subscription is down now; None while it is up (the history is in the log)."""
+        self._on_subscribed = on_subscribed
 
     @property
     def subscribed(self) -> bool:
@@ -99,7 +102,11 @@ class EventSubscription:
                 continue
             self._count_attempt("ok")
             log.info("subscribed %s to %s for %d s", self.socket_uri, self.event, self.expire)
+            self.last_error = None
             self._set_up(True)
+            if self._on_subscribed is not None:
+                # Events raised while we were not subscribed went nowhere: the owner looks at what the node holds.
+                self._on_subscribed()
             return
 
     async def _watch(self) -> None:

@@ -27,7 +27,7 @@ from demo.opensips_double.edge_dialog import (
     DLG_EARLY,
     DLG_UNCONFIRMED,
 )
-from demo.opensips_double.errors import CallGone, DoubleInternalError, DoubleUsageError
+from demo.opensips_double.errors import CallGone, DoubleInternalError, DoubleUsageError, ScriptRefused
 from demo.opensips_double.event_interface import DEFAULT_EXPIRE, PUBLISHED_EVENTS, UA_SESSION_EVENT, Subscriber
 from demo.opensips_double.mi_params import RECIPES
 from demo.opensips_double.mi_server import MIRequest
@@ -82,6 +82,7 @@ __all__ = [
     "MIRequest",
     "OpenSIPSDouble",
     "Reply",
+    "ScriptRefused",
     "SipFront",
     "SipMessage",
     "SipParseError",

@@ -7,7 +7,11 @@ the wire, and what the caller's requests raise as events. The formats come from 
   is retransmitted until the ACK;
 - the caller's ACK, BYE, CANCEL and in-dialog requests raise the captures' events with the request's own headers
   (Max-Forwards decremented on the initial INVITE only, as the script's `mf_process_maxfwd_header` does);
-- BYE and other requests from the app leave from the B2B socket with OpenSIPS's layout (capture 03);
+- BYE and other requests from the app leave from the B2B socket with OpenSIPS's layout (capture 03); when the
+  INVITE came through a record-routing proxy (the edge), the 2xx copies its Record-Route and the node's requests
+  carry the route set as Route and go back to that proxy (capture 17);
+- the app's extra headers sit just before Contact, after the body's Content-Type; sent without a body they are
+  garbage of the same length, as 3.5.9 sends them (captures 15-17, `wire.garbled_headers`);
 - CANCEL gets "200 canceling" and the app must reply 487 itself (capture 08b).
 """
 
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from demo.opensips_double.sip_message import SipMessage, canonical
-from demo.opensips_double.wire import SERVER, T1, T2, is_loopback, name_addr, uri_address
+from demo.opensips_double.wire import SERVER, T1, T2, app_lumps, is_loopback, name_addr, uri_address
 
 if TYPE_CHECKING:
     from demo.opensips_double.session import AppRequest, DoubleCall, Reply
@@ -73,7 +77,7 @@ class CallerLeg:
             reply.code,
             reply.reason,
             to_tag=key,
-            body=reply.body or "",
+            body=reply.body,
             content_type=reply.content_type,
             extra=reply.extra_headers,
             contact=True,
@@ -99,14 +103,27 @@ class CallerLeg:
         self.server_replies[(request.branch, method)] = data
         self.front.send(data, self.peer)
 
+    @property
+    def route_set(self) -> str:
+        """The dialog's route set as a UAS learns it: the INVITE's Record-Route values, in order ("" without)."""
+        return ",".join(self.invite.all("record-route"))
+
+    def _route_lines(self) -> list[str]:
+        # After Call-ID, before Max-Forwards (capture 17's REFER).
+        return [f"Route: {self.route_set}"] if self.route_set else []
+
     def send_request(self, key: str, request: AppRequest, on_final: Callable[[SipMessage], None]) -> None:
-        """A request from the B2B node to the caller, in capture 03's layout (the BYE)."""
+        """A request from the B2B node to the caller, in capture 03's layout (the BYE), with the dialog's Route
+        (capture 17's REFER)."""
         self.local_cseq = request.cseq
         branch = self.front.branch()
         target_uri = name_addr(self.invite.get("contact") or "")[1] or self.invite.first[1]
         host, port = uri_address(target_uri)
-        # A Contact off this machine is never dialled; the source address of the INVITE is (the caller is there).
-        target = (host, port) if is_loopback(host) else self.peer
+        # With a route set the request goes to the first Route, the proxy that record-routed the INVITE: where the
+        # INVITE came from (capture 17: the edge). That address is the INVITE's source, not the Route URI's, whose
+        # port (none: 5060) means nothing on a test's ephemeral ports. Without one it goes to the Contact, unless
+        # that is off this machine (never dialled): then to the INVITE's source too (the caller is there).
+        target = self.peer if self.route_set or not is_loopback(host) else (host, port)
         from_uri = name_addr(self.invite.get("to") or "")[1]
         lines = [
             f"{request.method} {target_uri} SIP/2.0",
@@ -115,17 +132,14 @@ class CallerLeg:
             f"From: <{from_uri or self.invite.first[1]}>;tag={key}",
             f"CSeq: {request.cseq} {request.method}",
             f"Call-ID: {self.invite.call_id}",
+            *self._route_lines(),
             "Max-Forwards: 70",
         ]
         body = request.body or ""
-        lines.append(f"Content-Length: {len(body.encode())}")
-        lines += [f"User-Agent: {SERVER}", f"Contact: <sip:{self.front.hostport}>"]
-        # Not captured: b2b_entities adds the body's type and the app's extra headers after its own.
-        if body:
-            lines.append(f"Content-Type: {request.content_type or 'application/sdp'}")
-        if request.extra_headers:
-            lines += [line for line in request.extra_headers.split("\r\n") if line]
-        data = ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+        lines += [f"Content-Length: {len(body.encode())}", f"User-Agent: {SERVER}"]
+        # The body's type and the app's headers, then Contact (capture 17; without a body, capture 15's garbage).
+        lumps = app_lumps(request.body, request.content_type, request.extra_headers)
+        data = ("\r\n".join(lines) + "\r\n" + lumps + f"Contact: <sip:{self.front.hostport}>\r\n\r\n" + body).encode()
         sent = self.front.retransmit(data, target, cap=T2, give_up=64 * T1)
         self.client_txs[branch] = _ClientTx(request.method, request.cseq, branch, on_final, sent)
 
@@ -223,6 +237,7 @@ class CallerLeg:
             f"From: {message.get('from')}",
             f"CSeq: {message.cseq[0]} ACK",
             f"Call-ID: {message.call_id}",
+            *self._route_lines(),  # not captured: placed as in the REFER of capture 17
             "Max-Forwards: 70",
             "Content-Length: 0",
             f"User-Agent: {SERVER}",

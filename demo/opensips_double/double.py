@@ -19,10 +19,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from demo.opensips_double.edge_dialog import EdgeDialog
-from demo.opensips_double.errors import DoubleInternalError, DoubleUsageError
+from demo.opensips_double.errors import DoubleInternalError, DoubleUsageError, ScriptRefused
 from demo.opensips_double.event_interface import UA_SESSION_EVENT, EventInterface, Subscriber
 from demo.opensips_double.mi_commands import MICommands
 from demo.opensips_double.mi_server import MIRequest, MIServer
+from demo.opensips_double.node_cache import LIVENESS_KEY, NodeCache
 from demo.opensips_double.session import DoubleCall
 from demo.opensips_double.sip_socket import SipFront
 from demo.opensips_double.wire import caller_contact, name_addr, sipp_call
@@ -56,6 +57,7 @@ class OpenSIPSDouble:
         notify_reply_timeout: float = 5.0,
         initial_dialog_values: Mapping[str, str] | None = None,
         event_senders: int = 4,
+        liveness_gate: bool = False,
     ) -> None:
         """`caller_pid` is the SIPp pid in generated Call-IDs, tags and branches; `clock` times subscriptions."""
         self.host = host
@@ -81,6 +83,10 @@ class OpenSIPSDouble:
         self._next_local_index = self._rng.randrange(1, 500)
         self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._events = EventInterface(host, self._rng, clock, event_senders)
+        # opensips/ai-node.cfg's liveness check: with the gate on, OPTIONS and new INVITEs get 503 while the
+        # connector's key is missing from the node's cache.
+        self.cache = NodeCache(clock)
+        self.liveness_gate = liveness_gate
         self._mi = MIServer(self, MICommands(self).table)
         self._sip: SipFront | None = None
 
@@ -187,6 +193,7 @@ class OpenSIPSDouble:
         self._sessions.clear()
         self._dialogs.clear()
         self._events.forget()
+        self.cache.clear()
         self._started_at = time.time()
         self._pids = self._new_pids()
         self._mi.drop_connections()
@@ -228,6 +235,19 @@ class OpenSIPSDouble:
             self.events_sent.append(datagram)
         return sent
 
+    # -- the node's script -------------------------------------------------------------------------------------------
+
+    @property
+    def takes_calls(self) -> bool:
+        """What the node's script decides before any session: False while the liveness gate finds no key."""
+        return not self.liveness_gate or self.cache.fetch("local", LIVENESS_KEY) is not None
+
+    def options_probe(self) -> int:
+        """The status the node answers the edge dispatcher's OPTIONS probe with (opensips/ai-node.cfg)."""
+        if self._down:
+            raise DoubleUsageError("OpenSIPS is down: the probe gets no answer")
+        return 200 if self.takes_calls else 503
+
     # -- calls ------------------------------------------------------------------------------------------------------
 
     async def invite(
@@ -254,6 +274,8 @@ class OpenSIPSDouble:
             raise DoubleUsageError("start the double first")
         if self._down:
             raise DoubleUsageError("OpenSIPS is down: nobody takes the call")
+        if not self.takes_calls:
+            raise ScriptRefused(503, "the node's connector is not alive (no liveness key): 503 before any session")
         self._call_number += 1
         call_id = call_id or f"{self._call_number}-{self.caller_pid}@127.0.0.1"
         return self._new_call(

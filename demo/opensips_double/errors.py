@@ -24,3 +24,11 @@ class DoubleInternalError(AssertionError):
     def __init__(self, errors: Sequence[str]) -> None:
         super().__init__(f"the OpenSIPS double crashed {len(errors)} time(s): " + "; ".join(errors))
         self.errors = list(errors)
+
+
+class ScriptRefused(RuntimeError):
+    """The node's script answered the INVITE itself, before any UA session existed (no NEW event is raised)."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(f"{code}: {why}")
+        self.code = code

@@ -17,7 +17,7 @@ from demo.opensips_double.edge_dialog import DLG_CONFIRMED, DLG_CONFIRMED_NA, DL
 from demo.opensips_double.event_interface import DEFAULT_EXPIRE, PUBLISHED_EVENTS, parse_event_socket
 from demo.opensips_double.mi_params import RECIPES, MIFault, bad_type, int_param, opt_str, str_param
 from demo.opensips_double.session import CallState, Reply
-from demo.opensips_double.wire import SERVER, SIP_SOCKET
+from demo.opensips_double.wire import SERVER, SIP_SOCKET, garbled_headers
 
 if TYPE_CHECKING:
     from demo.opensips_double.double import OpenSIPSDouble
@@ -47,6 +47,9 @@ class MICommands:
             "dlg_list": lambda params: self._cmd_dlg_list(params, with_context=False),
             "dlg_list_ctx": lambda params: self._cmd_dlg_list(params, with_context=True),
             "dlg_end_dlg": self._cmd_dlg_end_dlg,
+            "cache_store": double.cache.cmd_store,
+            "cache_fetch": double.cache.cmd_fetch,
+            "cache_remove": double.cache.cmd_remove,
         }
 
     # -- MI: core and event interface ------------------------------------------------------------------------
@@ -135,12 +138,9 @@ class MICommands:
         method = str_param(params, "method").upper()
         code = int_param(params, "code")
         reason = str_param(params, "reason")
+        body = opt_str(params, "body")
         reply = Reply(
-            code,
-            reason,
-            opt_str(params, "body"),
-            opt_str(params, "content_type"),
-            opt_str(params, "extra_headers"),
+            code, reason, body, opt_str(params, "content_type"), _as_sent(body, opt_str(params, "extra_headers"))
         )
         call = self._double._sessions.get(key)
         if call is None:
@@ -153,7 +153,7 @@ class MICommands:
         method = str_param(params, "method").upper()
         body = opt_str(params, "body")
         content_type = opt_str(params, "content_type")
-        extra_headers = opt_str(params, "extra_headers")
+        extra_headers = _as_sent(body, opt_str(params, "extra_headers"))
         call = self._double._sessions.get(key)
         if call is None or not method:
             raise MIFault(500, "Failed to send sequential request")
@@ -235,3 +235,10 @@ class MICommands:
         else:
             dialog.state = DLG_DELETED
         return "OK"
+
+
+def _as_sent(body: str | None, extra_headers: str | None) -> str | None:
+    # 3.5.9 copies extra_headers only when a body is given; without one the caller gets garbage in their place.
+    if extra_headers and body is None:
+        return garbled_headers(extra_headers)
+    return extra_headers

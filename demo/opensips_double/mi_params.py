@@ -44,6 +44,10 @@ RECIPES: Mapping[str, tuple[tuple[str, ...], ...]] = {
     "dlg_list": _DLG_LIST_RECIPES,
     "dlg_list_ctx": _DLG_LIST_RECIPES,
     "dlg_end_dlg": (("dialog_id",), ("dialog_id", "extra_hdrs")),
+    # MI core cache commands (not captured; the documented parameters).
+    "cache_store": (("system", "attr", "value"), ("system", "attr", "value", "expire")),
+    "cache_fetch": (("system", "attr"),),
+    "cache_remove": (("system", "attr"),),
 }
 
 

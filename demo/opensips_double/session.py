@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from demo.opensips_double.sip_message import SipMessage
 
 log = logging.getLogger(__name__)
+_REFER_TO = re.compile(r"^(?:Refer-To|r)[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 _T = TypeVar("_T")
 
@@ -351,6 +353,10 @@ class DoubleCall:
             self._later(lambda: self._end(f"the app sent BYE on {self.key}"))
             return
         code, reason = self.app_request_replies.get(method, (202, "Accepted") if method == "REFER" else (200, "OK"))
+        if method == "REFER" and not _REFER_TO.search(extra or ""):
+            # A REFER without Refer-To (3.5.9 garbles headers sent without a body, capture 15) is refused by the
+            # caller's side: SIPp answered 501 there; a PBX answers 400 (RFC 3515 2.4.1).
+            code, reason = 400, "Missing Refer-To"
         # A re-INVITE from the app gets the caller's current SDP back; b2b_entities ACKs it itself, unreported.
         body = self.offer_sdp if method == "INVITE" and 200 <= code < 300 else ""
         self._later(lambda: self._answer_app_request(request, code, reason, body))
@@ -658,7 +664,7 @@ class DoubleCall:
         return f"sip:{self.leg.front.hostport}" if self.leg is not None else B2B_CONTACT
 
     def _session_item(self) -> dict[str, Any]:
-        """This session as `ua_session_list` prints it (captures 02, 05, 08a, 09); key order matters."""
+        """This session as `ua_session_list` prints it (captures 02, 05, 08a, 09, 14); key order matters."""
         item: dict[str, Any] = {
             "dlg": self._local_index,
             "logic_key": "",
@@ -681,10 +687,12 @@ class DoubleCall:
                 "to_uri": self.to_uri,
                 "to_tag": self.key,
                 "cseq": {"caller": self._caller_cseq, "callee": self._local_cseq},
-                "contact": {"caller": self._contact, "callee": self._b2b_contact},
-                "send_sock": "127.0.0.1",
             }
         )
+        if self.leg is not None and self.leg.route_set:  # the INVITE came record-routed (capture 14)
+            item["route_set"] = {"caller": self.leg.route_set}
+        item["contact"] = {"caller": self._contact, "callee": self._b2b_contact}
+        item["send_sock"] = "127.0.0.1"
         if self._server_tx:  # a request from the caller still waits for the app's final reply (capture 08a)
             item["tm_tran"] = "uas"
         return item

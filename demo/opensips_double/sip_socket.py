@@ -6,9 +6,10 @@ the app does over MI goes back over the wire (`caller_leg.py`): its replies, its
 `ua_session_terminate`. The socket answers "100 Giving it a try" at once, refuses an INVITE without an SDP offer
 (488, as the B2B node's script does), and answers what belongs to no call with 481.
 
-Where the captures are silent (retransmission timers, `rport`, where extra headers go) the double follows RFC 3261,
-RFC 3581 and the tm module's defaults, and says so. Like the rest of the double it never imports `avc`, listens on
-loopback and sends only to loopback.
+Where the captures are silent (retransmission timers, `rport`, Record-Route in 1xx) the double follows RFC 3261,
+RFC 3581 and the tm module's defaults, and says so. Where the app's extra headers go, and what 3.5.9 sends for
+them without a body, is captured (15-17; `wire.app_lumps`, `wire.garbled_headers`). Like the rest of the double it
+never imports `avc`, listens on loopback and sends only to loopback.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from demo.opensips_double.caller_leg import CallerLeg
 from demo.opensips_double.sip_message import TAG_PARAM, SipMessage, SipParseError, parse_sip
-from demo.opensips_double.wire import SERVER, T1, Datagrams, is_loopback
+from demo.opensips_double.wire import SERVER, T1, Datagrams, app_lumps, is_loopback
 
 if TYPE_CHECKING:
     from demo.opensips_double.double import OpenSIPSDouble
@@ -113,28 +114,30 @@ class SipFront:
         reason: str,
         *,
         to_tag: str | None = None,
-        body: str = "",
+        body: str | None = None,
         content_type: str | None = None,
         extra: str | None = None,
         contact: bool = False,
     ) -> bytes:
-        """A reply in tm's layout: Via lines as received, To (tagged), From, Call-ID, CSeq, then the lumps."""
+        """A reply in tm's layout: Via lines as received, Record-Route (101-299 to an INVITE), To (tagged), From,
+        Call-ID, CSeq, then the app's lumps, Contact, Server, Content-Length."""
         vias = request.lines("via")
         if vias:
             vias[0] = self._with_rport(vias[0], request.source)
         to = request.get("to") or ""
         if to_tag is not None and TAG_PARAM.search(to) is None:
             to = f"{to};tag={to_tag}"
-        lines = [f"SIP/2.0 {code} {reason}", *vias, f"To: {to}", f"From: {request.get('from')}"]
+        lines = [f"SIP/2.0 {code} {reason}", *vias]
+        if 100 < code < 300 and request.method == "INVITE" and request.to_tag is None:
+            # A dialog-establishing reply carries the INVITE's Record-Route lines as they came, after the Vias
+            # (capture 17's 200 OK; the 100 and capture 16's 503 have none). 1xx: RFC 3261 12.1.1, not captured.
+            lines += request.lines("record-route")
+        lines += [f"To: {to}", f"From: {request.get('from')}"]
         lines += [f"Call-ID: {request.call_id}", f"CSeq: {request.get('cseq')}"]
-        if body:
-            lines.append(f"Content-Type: {content_type or 'application/sdp'}")
-        if contact:
-            lines.append(f"Contact: <sip:{self.hostport}>")
-        if extra:
-            lines += [line for line in extra.split("\r\n") if line]  # not captured: the app's lumps after Contact
-        lines += [f"Server: {SERVER}", f"Content-Length: {len(body.encode())}"]
-        return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+        head = "\r\n".join(lines) + "\r\n" + app_lumps(body, content_type, extra)  # before Contact (capture 16)
+        tail = [f"Contact: <sip:{self.hostport}>"] if contact else []
+        tail += [f"Server: {SERVER}", f"Content-Length: {len((body or '').encode())}"]
+        return (head + "\r\n".join(tail) + "\r\n\r\n" + (body or "")).encode()
 
     def reply(self, request: SipMessage, code: int, reason: str) -> None:
         self.send(self.response(request, code, reason), request.source)

@@ -88,3 +88,28 @@ class Datagrams(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("%s socket: %s", self._name, exc)
+
+
+# What b2b_entities' ua_build_hdrs left in its buffer in captures 15 and 16: the text of an earlier Content-Type line,
+# then binary. Modelled as that text, then NUL bytes.
+_STALE_BUFFER = "Content-Type: application/sdp\r\n"
+
+
+def garbled_headers(extra_headers: str) -> str:
+    """What 3.5.9 sends for `extra_headers` given without a body: as many bytes of uninitialised memory, with no
+    line end of their own, so they run into the next header (capture 16: `Content-Type: apContact: ...`).
+
+    OpenSIPS 3.5.9 reserves room for the headers but copies them only when a body is given (captures 15-17).
+    """
+    size = len(extra_headers.encode())
+    return (_STALE_BUFFER + "\x00" * size)[:size]
+
+
+def app_lumps(body: str | None, content_type: str | None, extra_headers: str | None) -> str:
+    """The app's headers where b2b_entities puts them, just before Contact: with a body, its Content-Type line
+    (`content_type` is the whole line, as MI takes it; application/sdp when not given), then `extra_headers`
+    verbatim (captures 16, 17)."""
+    lumps = ""
+    if body is not None:
+        lumps += content_type or "Content-Type: application/sdp\r\n"
+    return lumps + (extra_headers or "")

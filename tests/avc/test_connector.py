@@ -18,7 +18,7 @@ import pytest
 
 from avc.connector import Connector
 from avc.media.rtp import RtpSender
-from demo.opensips_double import CallState, DoubleCall, OpenSIPSDouble, Reply, sdp_offer
+from demo.opensips_double import CallState, DoubleCall, OpenSIPSDouble, Reply, ScriptRefused, sdp_offer
 from demo.rtp_peer import RtpPeer, RtpPeerGroup, parse_dtmf, sine_payloads, ulaw_decode
 from tests.support.chain_node import settings_behind
 
@@ -250,8 +250,24 @@ async def test_draining_node_answers_new_calls_503(osips: OpenSIPSDouble, node: 
     connector.draining = True
     call = await osips.invite(sdp_offer("127.0.0.1", 6000))
     reply = await call.wait_final(3.0)
-    assert reply.code == 503 and "Retry-After" in (reply.extra_headers or "")
+    # Intact only because it travels with a body: 3.5.9 garbles headers sent without one (capture 16).
+    assert reply.code == 503 and reply.extra_headers == "Retry-After: 5\r\n"
     assert not connector.ready
+
+
+async def test_rejected_sessions_are_deleted_on_the_node_once_the_caller_acks(
+    osips: OpenSIPSDouble, node: NodeFactory
+) -> None:
+    # 3.5.9 keeps a rejected UA session listed until its one-hour timeout (capture 14) unless the app ends it.
+    connector = await node()
+    refused = await osips.invite(sdp_offer("127.0.0.1", 6000, codecs=("G729",)))
+    assert (await refused.wait_final(3.0)).code == 488
+    connector.draining = True
+    drained = await osips.invite(sdp_offer("127.0.0.1", 6002))
+    assert (await drained.wait_final(3.0)).code == 503
+    await wait_for(lambda: osips.sessions == [])
+    assert refused.terminated_by_app and drained.terminated_by_app
+    assert connector._rejected == {}
 
 
 # -- ending calls ----------------------------------------------------------------------------------------------------
@@ -411,6 +427,59 @@ async def test_opensips_restart_is_detected_and_the_subscription_renewed(
     await osips.wait_subscribed(5.0)
     await place_call(osips, await peers.create_peer())
     assert b"avc_opensips_restarts_detected_total 1.0" in connector.metrics.render()
+
+
+async def test_a_call_whose_session_the_restarted_node_lost_ends_when_its_rtp_stops(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    connector = await node(rtp_timeout=30.0)
+    peer = await peers.create_peer()
+    call, _ = await place_call(osips, peer)
+    peer.start_sending(sine_payloads(440.0))
+    osips.restart()  # the session is gone with the node; the caller hangs up, but their BYE reaches nobody
+    await osips.wait_subscribed(5.0)
+    await wait_for(lambda: connector.subscription is not None and connector.subscription.last_error is None)
+    await asyncio.sleep(0.5)
+    assert len(connector.calls) == 1  # RTP still flows: the caller is still there
+    peer.stop_sending()
+    stopped = asyncio.get_running_loop().time()
+    await wait_for(lambda: not connector.calls, timeout=5.0)
+    assert asyncio.get_running_loop().time() - stopped < 3.5  # not the 30 s RTP timeout
+    assert b'avc_calls_total{outcome="session_lost"} 1.0' in connector.metrics.render()
+    assert b'avc_stranded_sessions_total{action="session_lost"} 1.0' in connector.metrics.render()
+    assert call.ended
+
+
+async def test_a_new_raised_while_no_connector_listened_is_refused_and_deleted(
+    osips: OpenSIPSDouble, node: NodeFactory
+) -> None:
+    orphan = await osips.invite(sdp_offer("127.0.0.1", 6000))  # nobody subscribed: its NEW event went nowhere
+    assert osips.sessions == [orphan.key]
+    connector = await node()
+    reply = await orphan.wait_final(6.0)
+    assert reply.code == 503 and reply.extra_headers == "Retry-After: 5\r\n"
+    await wait_for(lambda: osips.sessions == [])
+    assert b'avc_stranded_sessions_total{action="refused"} 1.0' in connector.metrics.render()
+
+
+async def test_the_node_is_in_rotation_only_while_its_connector_can_take_calls() -> None:
+    async with OpenSIPSDouble(liveness_gate=True) as gated:
+        assert gated.options_probe() == 503  # no connector yet
+        with pytest.raises(ScriptRefused):
+            await gated.invite(sdp_offer("127.0.0.1", 6000))
+        connector = Connector(settings_behind(gated, subscription_check_interval=0.2))
+        await connector.start()
+        try:
+            await wait_for(lambda: gated.options_probe() == 200)
+            call = await gated.invite(sdp_offer("127.0.0.1", 6000))
+            assert (await call.wait_final(3.0)).code == 200
+            connector.draining = True  # SIGTERM: out of rotation at once, not when the key expires
+            await wait_for(lambda: gated.options_probe() == 503)
+            connector.draining = False
+            await wait_for(lambda: gated.options_probe() == 200)
+        finally:
+            await connector.stop()
+        assert gated.options_probe() == 503
 
 
 async def test_many_calls_end_in_every_way_and_nothing_leaks(

@@ -41,22 +41,25 @@ def get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
+def serve_env(osips: OpenSIPSDouble, http: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AVC_MI_URL": osips.mi_datagram_uri,
+        "AVC_EVENT_PORT": str(free_port(socket.SOCK_DGRAM)),
+        "AVC_HTTP_PORT": str(http),
+        "AVC_MODE": "echo",
+        "AVC_DRAIN_TIMEOUT": "10",
+        "AVC_SUBSCRIPTION_CHECK_INTERVAL": "0.2",
+        "AVC_RTP_PORT_MIN": "45000",
+        "AVC_RTP_PORT_MAX": "45099",
+    }
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[OpenSIPSDouble, subprocess.Popen[bytes], str]]:
     async with OpenSIPSDouble() as osips:
         http = free_port(socket.SOCK_STREAM)
-        env = {
-            **os.environ,
-            "AVC_MI_URL": osips.mi_datagram_uri,
-            "AVC_EVENT_PORT": str(free_port(socket.SOCK_DGRAM)),
-            "AVC_HTTP_PORT": str(http),
-            "AVC_MODE": "echo",
-            "AVC_DRAIN_TIMEOUT": "10",
-            "AVC_SUBSCRIPTION_CHECK_INTERVAL": "0.2",
-            "AVC_RTP_PORT_MIN": "45000",
-            "AVC_RTP_PORT_MAX": "45099",
-        }
-        proc = start_serve(env)
+        proc = start_serve(serve_env(osips, http))
         try:
             await osips.wait_subscribed(20.0)
             yield osips, proc, f"http://127.0.0.1:{http}"
@@ -111,3 +114,32 @@ async def test_a_bad_setting_stops_start_up_with_a_clear_message() -> None:
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert b"AVC_MODE='karaoke'" in err
+
+
+async def test_the_callers_of_a_killed_connector_are_hung_up_by_the_next_one_within_5_s() -> None:
+    async with OpenSIPSDouble() as osips:
+        env = serve_env(osips, free_port(socket.SOCK_STREAM))
+        first = start_serve(env)
+        try:
+            await osips.wait_subscribed(20.0)
+            calls = [await osips.invite(sdp_offer("127.0.0.1", 6000 + 2 * n)) for n in range(3)]
+            for call in calls:
+                assert (await call.wait_final(5.0)).code == 200
+        finally:
+            first.kill()  # SIGKILL: no drain, no hang-up, its sessions stay on the node
+            first.wait(5)
+        assert sorted(osips.sessions) == sorted(call.key for call in calls)
+        loop = asyncio.get_running_loop()
+        restarted = loop.time()
+        second = start_serve(env)
+        try:
+            for call in calls:
+                await call.wait_ended(10.0)
+                assert call.terminated_by_app  # the node sent them BYE: nobody is left in silence
+            assert loop.time() - restarted < 5.0
+            assert osips.sessions == []
+            fresh = await osips.invite(sdp_offer("127.0.0.1", 6010))  # and the new connector serves
+            assert (await fresh.wait_final(5.0)).code == 200
+        finally:
+            second.kill()
+            second.wait(5)

@@ -11,6 +11,7 @@ import pytest
 
 from banking.backend import AuthLevel
 from banking.journal import (
+    ABANDONED_OUTCOME,
     AuditEntry,
     PgJournal,
     SessionEnd,
@@ -18,6 +19,7 @@ from banking.journal import (
     Speaker,
     bot_turn,
     caller_turn,
+    close_abandoned,
     keypad_turn,
 )
 from banking.redact import ANSWER_MASK, DATE_MASK, DIGITS_MASK, PAN_MASK
@@ -94,3 +96,32 @@ async def test_a_storage_failure_is_logged_and_never_raised(pg_dsn: str, caplog:
         await journal.turn(session_id, bot_turn(0, "Hello."))
     assert "session start not written" in caplog.text
     assert "turn not written" in caplog.text
+
+
+async def test_rows_a_lost_connector_left_open_are_closed_at_its_start_and_no_others(
+    pool: asyncpg.Pool, real_call: RealCall
+) -> None:
+    crashed, live, ended = PgJournal(pool, node="avc-a"), PgJournal(pool, node="avc-b"), PgJournal(pool, node="avc-a")
+    ids = {name: str(uuid.uuid4()) for name in ("crashed", "live", "ended", "ancient")}
+    for name, journal in (("crashed", crashed), ("live", live), ("ended", ended), ("ancient", live)):
+        await journal.open(SessionStart(ids[name], real_call.call_id, real_call.b2b_key, None))
+    await ended.close(ids["ended"], SessionEnd("goodbye", None, None, {}))
+    # Another node's row open for longer than any call may last: that node is gone too.
+    await pool.execute(
+        "UPDATE call_sessions SET started_at = now() - interval '2 hours' WHERE id = $1", uuid.UUID(ids["ancient"])
+    )
+
+    assert await close_abandoned(pool, "avc-a", older_than_s=3600) == 2
+
+    rows = {
+        str(r["id"]): (r["node"], r["outcome"], r["ended_at"] is not None)
+        for r in await pool.fetch(
+            "SELECT id, node, outcome, ended_at FROM call_sessions WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(i) for i in ids.values()],
+        )
+    }
+    assert rows[ids["crashed"]] == ("avc-a", ABANDONED_OUTCOME, True)
+    assert rows[ids["ancient"]] == ("avc-b", ABANDONED_OUTCOME, True)
+    assert rows[ids["live"]] == ("avc-b", None, False)  # another node's live call is not touched
+    assert rows[ids["ended"]] == ("avc-a", "goodbye", True)
+    assert await close_abandoned(pool, "avc-a", older_than_s=3600) == 0

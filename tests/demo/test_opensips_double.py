@@ -535,7 +535,7 @@ async def test_reinvite_info_and_options_arrive_as_updated_and_wait_for_the_apps
 
 async def test_refer_plays_the_transferee_with_notify_and_hangs_up_after_200(osips: OpenSIPSDouble, app: App) -> None:
     call = await answered_call(osips, app)
-    refer = {"key": call.key, "method": "REFER", "extra_headers": "Refer-To: <sip:agents@127.0.0.1>\r\n"}
+    refer = {"key": call.key, "method": "REFER", "body": "", "extra_headers": "Refer-To: <sip:agents@127.0.0.1>\r\n"}
     assert (await app.mi("ua_session_update", refer))["result"] == "OK"
     accepted = json.loads(await app.event())["params"]
     assert (accepted["event_type"], accepted["method"], accepted["status"], accepted["reason"]) == (
@@ -557,10 +557,36 @@ async def test_refer_plays_the_transferee_with_notify_and_hangs_up_after_200(osi
     assert call.state is CallState.ENDED
 
 
+async def test_extra_headers_reach_the_wire_only_with_a_body_like_captures_15_and_17(
+    osips: OpenSIPSDouble, app: App
+) -> None:
+    call = await answered_call(osips, app)
+    call.refer_outcome = 486  # the transfer fails: the call stays up for the second REFER
+    headers = "Refer-To: <sip:agents@127.0.0.1>\r\nX-AI-Transfer-Reason: caller_request\r\n"
+    for params, intact in (({}, False), ({"body": ""}, True)):
+        refer = {"key": call.key, "method": "REFER", "extra_headers": headers, **params}
+        assert (await app.mi("ua_session_update", refer))["result"] == "OK"
+        answer = json.loads(await app.event())["params"]
+        sent = call.app_requests[-1].extra_headers
+        assert sent is not None and len(sent.encode()) == len(headers.encode())  # the room is kept either way
+        if intact:
+            assert sent == headers
+            assert (answer["event_type"], answer["status"]) == ("ANSWERED", 202)
+            for _ in range(2):
+                await app.event()
+                await app.mi("ua_session_reply", {"key": call.key, "method": "NOTIFY", "code": 200, "reason": "OK"})
+        else:  # 3.5.9 reserves the room but copies nothing into it: no Refer-To, no line end of its own
+            assert "Refer-To" not in sent and "X-AI-Transfer-Reason" not in sent and not sent.endswith("\r\n")
+            # and the caller's side refuses a REFER without Refer-To (capture 15: 501 from SIPp; a PBX: 400)
+            assert (answer["event_type"], answer["status"]) == ("REJECTED", 400)
+    assert call.state is CallState.CONFIRMED
+
+
 async def test_a_busy_transfer_target_leaves_the_call_up(osips: OpenSIPSDouble, app: App) -> None:
     call = await answered_call(osips, app)
     call.refer_outcome = 486
-    await app.mi("ua_session_update", {"key": call.key, "method": "REFER"})
+    refer = {"key": call.key, "method": "REFER", "body": "", "extra_headers": "Refer-To: <sip:agents@127.0.0.1>\r\n"}
+    await app.mi("ua_session_update", refer)
     await app.event()  # 202
     for _ in range(2):
         notify = json.loads(await app.event())["params"]

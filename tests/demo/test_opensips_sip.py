@@ -4,6 +4,9 @@ The caller is a bare UDP socket that sends the SIPp caller's own bytes; the app 
 double's tests. What the double answers on the wire, and what it raises as events, is compared with what the real
 server did, byte for byte once the two ports are mapped (the captures ran on 5060/5061, the test on ephemeral
 ports) and, where OpenSIPS picks them at random, branches and tm's To-tags are masked.
+
+Captures 15-17 were sniffed between the project's edge (5060) and AI node (5070): there the test's socket plays the
+edge, sending the edge's own bytes (a record-routed INVITE), and the double plays the AI node.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pytest
 
 from demo.opensips_double import CallState, OpenSIPSDouble, sdp_offer
 from tests.demo.test_opensips_double import App, _Queue, double_and_app, replay
-from tests.support.captures import Block, events, mi_pairs, sipp_messages
+from tests.support.captures import Block, UdpBlock, events, mi_pairs, sipp_messages, udp_blocks, udp_payloads
 
 SHORT = 0.2
 _BRANCH = re.compile(rb"branch=z9hG4bK[0-9a-f]+\.[0-9a-f]+\.0")
@@ -157,6 +160,174 @@ async def test_a_rejected_call_gets_the_486_of_capture_09(wire: Wire) -> None:
     wire.send(sent[1])
     assert await wire.event() == wire.mapped_event(captured[1].raw)
     assert wire.osips.calls[0].state is CallState.REJECTED
+
+
+# -- captures 15-17: the double behind the project's edge ---------------------------------------------------------
+
+_NODE, _EDGE = "ai-node SIP", "edge SIP"
+
+
+def _port(address: int) -> re.Pattern[bytes]:
+    return re.compile(rb"127\.0\.0\.1:%d(?!\d)" % address)
+
+
+@dataclass
+class Edge:
+    """The test's socket as the project's edge (capture port 5060) in front of the double as the AI node (5070)."""
+
+    wire: Wire
+    name: str
+
+    def mapped(self, raw: bytes) -> bytes:
+        raw = _port(5060).sub(b"127.0.0.1:%d" % self.wire.port, raw)
+        return _port(5070).sub(b"127.0.0.1:%d" % self.wire.osips.sip.address[1], raw)
+
+    def unmapped(self, raw: bytes) -> bytes:
+        raw = _port(self.wire.osips.sip.address[1]).sub(b"127.0.0.1:5070", raw)
+        return _port(self.wire.port).sub(b"127.0.0.1:5060", raw)
+
+    def sip(self, source: str, starts: bytes, index: int = 0) -> UdpBlock:
+        """The capture's `index`th SIP payload from `source` to the other node that starts with `starts`."""
+        return udp_payloads(self.name, source, _NODE if source == _EDGE else _EDGE, starts)[index]
+
+    def send(self, raw: bytes) -> None:
+        self.wire.transport.sendto(self.mapped(raw), self.wire.osips.sip.address)
+
+    async def receive_like(self, block: UdpBlock) -> bytes:
+        """The next datagram from the double, checked against an exact capture block once the ports are mapped."""
+        got = await self.wire.receive()
+        assert block.exact and got == self.mapped(block.payload)
+        return got
+
+    async def mi(self, request: bytes) -> None:
+        """Replay the capture's MI request; the answer must be the one the capture got."""
+        blocks = udp_blocks(self.name)
+        index = next(i for i, b in enumerate(blocks) if b.payload == request)
+        answer = next(b for b in blocks[index:] if b.source_label == "ai-node mi_datagram")
+        assert await self.wire.app.datagram(request) == answer.payload
+
+    def mi_request(self, method: str, index: int = 0) -> bytes:
+        requests = [
+            b.payload
+            for b in udp_blocks(self.name)
+            if b.destination_label == "ai-node mi_datagram" and json.loads(b.payload)["method"] == method
+        ]
+        return requests[index]
+
+    async def answered(self, invite: UdpBlock, key: str, reply: bytes) -> None:
+        """The edge's INVITE in, the 100, the NEW event, the app's captured reply and the node's captured answer."""
+        self.wire.osips.wire_keys.append(key)
+        self.send(invite.payload)
+        await self.receive_like(self.sip(_NODE, b"SIP/2.0 100 ", self._answer_index(invite, b"SIP/2.0 100 ")))
+        new = json.loads(await self.wire.event())["params"]
+        assert (new["event_type"], new["key"]) == ("NEW", key)
+        await self.mi(reply)
+
+    def _answer_index(self, invite: UdpBlock, starts: bytes) -> int:
+        call_id = re.search(rb"\r\nCall-ID: ([^\r]+)\r\n", invite.payload)
+        assert call_id is not None
+        answers = udp_payloads(self.name, _NODE, _EDGE, starts)
+        return next(i for i, b in enumerate(answers) if b"\r\nCall-ID: " + call_id.group(1) + b"\r\n" in b.payload)
+
+
+def _masked(raw: bytes) -> bytes:
+    return _BRANCH.sub(b"branch=*", raw)
+
+
+async def _confirmed_like_capture_17(wire: Wire) -> Edge:
+    edge = Edge(wire, "17")
+    invite = edge.sip(_EDGE, b"INVITE ")
+    assert invite.payload.startswith(b"INVITE ") and b"\r\nRecord-Route: <sip:127.0.0.1;lr;" in invite.payload
+    await edge.answered(invite, "B2B.361.475.1796170905.1102559844", edge.mi_request("ua_session_reply"))
+    ok = await edge.receive_like(edge.sip(_NODE, b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK49"))
+    assert b"\r\nRecord-Route: <sip:127.0.0.1;lr;ftag=1288SIPpTag001;did=d54.ea553852>\r\n" in ok
+    edge.send(edge.sip(_EDGE, b"ACK ").payload)
+    assert json.loads(await wire.event())["params"]["method"] == "ACK"
+    return edge
+
+
+async def test_the_refer_with_an_empty_body_is_capture_17s_byte_for_byte(wire: Wire) -> None:
+    edge = await _confirmed_like_capture_17(wire)
+    listed = (await wire.app.mi("ua_session_list", {"key": "B2B.361.475.1796170905.1102559844"}))["result"]
+    listing = next(b for b in udp_blocks("17") if b.source_label == "ai-node mi_datagram" and b"to_tag" in b.payload)
+    item = next(i for i in json.loads(edge.mapped(listing.payload))["result"] if i["to_tag"] == listed["to_tag"])
+    assert list(listed) == list(item) and {**listed, "dlg": item["dlg"]} == item  # route_set from the Record-Route
+    for index in range(2):  # body "" alone, then with content_type: the headers intact after that Content-Type
+        await edge.mi(edge.mi_request("ua_session_update", index))
+        cseq = b"\r\nCSeq: %d REFER\r\n" % (index + 2)
+        refer = await wire.receive()
+        while cseq not in refer:  # the first REFER, unanswered, may be sent again meanwhile
+            refer = await wire.receive()
+        captured = next(b for b in udp_payloads("17", _NODE, _EDGE, b"REFER ") if cseq in b.payload)
+        assert captured.exact and _masked(refer) == _masked(edge.mapped(captured.payload))
+        assert refer.count(b"\r\nRoute: ") == 1  # sent to the edge, which put the Record-Route there
+
+
+async def test_a_refer_without_a_body_is_garbled_like_capture_15(wire: Wire) -> None:
+    edge = Edge(wire, "15")
+    invite = edge.sip(_EDGE, b"INVITE ")
+    await edge.answered(invite, "B2B.45.408.1796170798.97755761", edge.mi_request("ua_session_reply"))
+    await edge.receive_like(edge.sip(_NODE, b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKe169"))
+    edge.send(edge.sip(_EDGE, b"ACK ").payload)
+    assert json.loads(await wire.event())["params"]["method"] == "ACK"
+
+    update = edge.mi_request("ua_session_update")
+    extra_headers = json.loads(update)["params"]["extra_headers"].encode()
+    assert b"Refer-To: " in extra_headers and b'"body"' not in update
+    await edge.mi(update)
+    got = edge.unmapped(await wire.receive())
+    captured = edge.sip(_NODE, b"REFER ")
+    assert not captured.exact  # the text shows the garbage's bad bytes as U+FFFD: only its structure is compared
+    assert len(got) == captured.size  # the headers' room is kept, filled with something else
+    head = captured.payload[: captured.payload.index(b"\r\nUser-Agent: ")]
+    head += b"\r\nUser-Agent: OpenSIPS (3.5.9 (x86_64/linux))\r\n"
+    assert _masked(got).startswith(_masked(head))  # Route, Max-Forwards, Content-Length 0, User-Agent as captured
+    contact = b"Contact: <sip:127.0.0.1:5070>\r\n\r\n"
+    for message in (got, captured.payload):
+        assert message.endswith(contact)
+        garbage = message[len(head) : -len(contact)]
+        assert garbage.startswith(b"Content-Type: application/sdp\r\n")  # stale text, then binary
+        assert b"Refer-To" not in message and b"X-AI-" not in message
+        assert not garbage.endswith(b"\r\n")  # no line end: the garbage runs into Contact
+    assert len(got) - len(head) - len(contact) == len(extra_headers)
+
+    # The caller's side answers 501; it reaches the app as capture 15's REJECTED event.
+    branch = _BRANCH.search(got)
+    assert branch is not None
+    answer = edge.sip(_EDGE, b"SIP/2.0 501 ")
+    edge.send(_BRANCH.sub(branch.group(0), answer.payload))
+    rejected = next(b for b in udp_blocks("15") if b.destination_label.endswith("sink") and b"REJECTED" in b.payload)
+    assert await wire.event() == _BRANCH.sub(branch.group(0), edge.mapped(rejected.payload))
+    await wire.nothing()  # answered: the REFER is not sent again
+
+
+async def test_a_503_without_a_body_is_garbled_exactly_like_capture_16(wire: Wire) -> None:
+    edge = Edge(wire, "16")
+    invite = edge.sip(_EDGE, b"INVITE ", 1)  # the second call, which the app refuses
+    reply = edge.mi_request("ua_session_reply", 1)
+    assert json.loads(reply)["params"]["extra_headers"] == "Retry-After: 5\r\n"
+    await edge.answered(invite, "B2B.245.190.1796170874.366206825", reply)
+    refused = await edge.receive_like(edge.sip(_NODE, b"SIP/2.0 503 "))
+    assert b"\r\nContent-Type: apContact: <sip:127.0.0.1:" in refused and b"Retry-After" not in refused
+    edge.send(edge.sip(_EDGE, b"ACK ", 1).payload)  # the edge's hop-by-hop ACK of the 503
+    assert json.loads(await wire.event())["params"]["method"] == "ACK"
+    await wire.nothing()  # ACKed: the 503 is not sent again
+
+
+async def test_a_503_with_an_empty_body_keeps_its_retry_after(wire: Wire) -> None:
+    edge = Edge(wire, "16")
+    reply = json.loads(edge.mi_request("ua_session_reply", 1))
+    reply["params"]["body"] = ""
+    wire.osips.wire_keys.append(reply["params"]["key"])
+    edge.send(edge.sip(_EDGE, b"INVITE ", 1).payload)
+    await wire.receive()  # 100
+    await wire.event()
+    assert (await wire.app.datagram(json.dumps(reply).encode()))[:24] == b'{"jsonrpc":"2.0","result'
+    refused = edge.unmapped(await wire.receive())
+    garbled = edge.sip(_NODE, b"SIP/2.0 503 ").payload
+    # As capture 17 shows for requests: the body's Content-Type line, then the headers intact, before Contact.
+    intact = b"Content-Type: application/sdp\r\nRetry-After: 5\r\nContact: "
+    assert refused == garbled.replace(b"Content-Type: apContact: ", intact)
 
 
 # -- beyond the captures: RFC 3261 and RFC 3581 behaviour ---------------------------------------------------------

@@ -7,14 +7,16 @@ modules, module parameters, routes and control sockets. Every module and paramet
 the same, because OpenSIPS refuses to start on an unknown module or parameter and a telco engineer
 should learn that here, not on the production box.
 
-The dialog migration is applied for real, twice, to the PostgreSQL on 127.0.0.1:5432 inside a
-throw-away schema, and fed the row OpenSIPS 3.5.9 itself wrote (capture 04b).
+The dialog and permissions migrations are applied for real, twice, to the PostgreSQL on 127.0.0.1:5432
+inside a throw-away schema; the dialog table is fed the row OpenSIPS 3.5.9 itself wrote (capture 04b), the
+address table the example row its migration documents.
 """
 
 from __future__ import annotations
 
 import asyncio
 import configparser
+import inspect
 import json
 import os
 import re
@@ -29,6 +31,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from avc.connector import LIVENESS_KEY
+from avc.opensips.mi import OpenSIPSMI
 from tests.support.captures import event_datagrams, http_body, load_blocks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +40,7 @@ EDGE_CFG = REPO_ROOT / "opensips" / "edge.cfg"
 AI_NODE_CFG = REPO_ROOT / "opensips" / "ai-node.cfg"
 CLI_CFG = REPO_ROOT / "opensips" / "opensips-cli.cfg"
 DIALOG_SQL = REPO_ROOT / "sql" / "0001_opensips_dialog.sql"
+PERMISSIONS_SQL = REPO_ROOT / "sql" / "0005_opensips_permissions.sql"
 
 PG_DSN = os.environ.get("AVC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -83,6 +88,23 @@ KNOWN_MODULES: Mapping[str, frozenset[str]] = {
         {"sampling_time_unit", "reqs_density_per_unit", "remove_latency", "check_route", "pike_log_level"}
     ),
     "ratelimit": frozenset({"timer_interval", "limit_per_interval", "expire_time", "hash_size", "default_algorithm"}),
+    "permissions": frozenset(
+        {
+            "db_url",
+            "address_table",
+            "partition",
+            "grp_col",
+            "ip_col",
+            "mask_col",
+            "port_col",
+            "proto_col",
+            "pattern_col",
+            "info_col",
+        }
+    ),
+    "cachedb_local": frozenset(
+        {"cachedb_url", "cache_collections", "cache_clean_period", "cluster_id", "cluster_persistency"}
+    ),
     "b2b_entities": frozenset(
         {
             "server_hsize",
@@ -183,6 +205,30 @@ class Cfg:
     def calls(self, function: str) -> list[int]:
         """Offsets of every call of `function` outside strings."""
         return [m.start() for m in re.finditer(rf"(?<![\w$]){re.escape(function)}\s*\(", self.skeleton)]
+
+    def block_after(self, offset: int) -> tuple[int, int]:
+        """(start, end) offsets of the `{ ... }` block that opens first at or after `offset`, braces included."""
+        start = self.skeleton.index("{", offset)
+        depth = 0
+        for end in range(start, len(self.skeleton)):
+            depth += {"{": 1, "}": -1}.get(self.skeleton[end], 0)
+            if depth == 0:
+                return start, end + 1
+        raise CfgSyntaxError(f"{self.name}:{self.line_of(start)}: block never closed")
+
+    def route_block(self, kind: str, name: str | None = None) -> tuple[int, int]:
+        """(start, end) offsets of the body of `kind[name]` (`route` without a name: the main route)."""
+        for match in _ROUTE_DEF.finditer(self.skeleton):
+            if (match.group("kind"), match.group("name")) == (kind, name):
+                return self.block_after(match.start())
+        raise AssertionError(f"{self.name}: no {kind}[{name}]")
+
+    def calls_in(self, function: str, block: tuple[int, int]) -> list[int]:
+        return [o for o in self.calls(function) if block[0] < o < block[1]]
+
+    def route_calls(self, name: str) -> list[int]:
+        """Offsets of every `route(name)` call."""
+        return [m.start() for m in _ROUTE_CALL.finditer(self.skeleton) if m.group("name") == name]
 
 
 def _iter_code(cfg: Cfg, pattern: re.Pattern[str]) -> list[re.Match[str]]:
@@ -416,12 +462,77 @@ def test_edge_probes_ai_nodes_and_fails_over_on_503_and_timeouts() -> None:
 
 def test_edge_filters_floods_rates_and_scanners_before_routing() -> None:
     cfg = load_cfg(EDGE_CFG)
-    first_route_call = min(o for o in cfg.calls("route") if cfg.line_of(o) > cfg.line_of(cfg.skeleton.index("route {")))
+    main = cfg.route_block("route")
+    [trusted] = cfg.route_calls("trusted")
+    first_routing_call = min(o for o in cfg.calls("route") if main[0] < o < main[1] and o != trusted)
 
     for check in ("mf_process_maxfwd_header", "sipmsg_validate", "pike_check_req"):
-        assert cfg.calls(check) and cfg.calls(check)[0] < first_route_call, check
+        assert cfg.calls(check) and main[0] < cfg.calls(check)[0] < first_routing_call, check
     assert cfg.calls("rl_check")
     assert "friendly-scanner" in cfg.code and "sipvicious" in cfg.code
+
+
+def test_edge_checks_trust_first_and_keeps_pike_and_the_scanner_filter_for_untrusted_sources() -> None:
+    # Capture facts 2026-12-02: pike (30 requests / 2 s) blocked a carrier sending 10 calls/s after ~20 calls.
+    cfg = load_cfg(EDGE_CFG)
+    main = cfg.route_block("route")
+    untrusted_if = re.search(r"if\s*\(\s*!route\(trusted\)\s*\)\s*\{", cfg.code)
+    assert untrusted_if is not None
+    untrusted = cfg.block_after(untrusted_if.start())
+
+    assert untrusted[0] == untrusted_if.end() - 1
+    assert main[0] < untrusted_if.start() < cfg.calls("mf_process_maxfwd_header")[0]
+    assert cfg.calls("pike_check_req") == cfg.calls_in("pike_check_req", untrusted) != []
+    assert untrusted[0] < cfg.code.index("friendly-scanner") < untrusted[1]
+
+
+def test_edge_trusts_address_group_1_as_trunks_and_the_dispatcher_set_as_ai_nodes() -> None:
+    cfg = load_cfg(EDGE_CFG)
+    trusted = cfg.route_block("route", "trusted")
+    body = cfg.code[trusted[0] : trusted[1]]
+
+    assert re.search(r"check_source_address\(\s*1\s*,\s*\$avp\(trunk\)\s*\)\)\s*\{\s*setflag\(TRUNK\);", body)
+    assert re.search(r"ds_is_in_list\(\s*\$si\s*,\s*\$sp\s*,\s*1\s*\)", body)
+    assert cfg.calls("check_source_address") == cfg.calls_in("check_source_address", trusted)
+    # The address table is read from the same PostgreSQL as the dialogs, through the module's default columns.
+    assert cfg.param("permissions", "db_url") == cfg.param("dialog", "db_url")
+    assert [p for p in cfg.modparams if p.module == "permissions" and p.name.endswith(("_col", "_table"))] == []
+
+
+def test_edge_rate_limits_trusted_trunks_only_on_initial_invites() -> None:
+    cfg = load_cfg(EDGE_CFG)
+    main = cfg.route_block("route")
+    new_call = cfg.route_block("route", "new_call")
+    trunk_rate = cfg.route_block("route", "trunk_rate")
+    [to_new_call] = cfg.route_calls("new_call")
+    [to_trunk_rate] = cfg.route_calls("trunk_rate")
+    before_new_call = cfg.code[main[0] : to_new_call]
+
+    # route[new_call] is reached from the main route only, after in-dialog requests, CANCEL,
+    # retransmissions and every method but INVITE have left it.
+    assert main[0] < to_new_call < main[1]
+    for gate in ("has_totag()", 'is_method("CANCEL")', "t_check_trans()", '!is_method("INVITE")'):
+        assert gate in before_new_call, gate
+    # ... and only the TRUNK flag of route[trusted] leads into the trunk's pipe, before any AI node is picked.
+    assert new_call[0] < to_trunk_rate < cfg.calls_in("ds_select_dst", new_call)[0]
+    assert re.search(r"if\s*\(\s*isflagset\(TRUNK\)\s*\)\s*route\(trunk_rate\)", cfg.code[new_call[0] : new_call[1]])
+    [trunk_check] = [o for o in cfg.calls("rl_check") if cfg.code.startswith('rl_check("trunk_', o)]
+    assert trunk_rate[0] < trunk_check < trunk_rate[1]
+    assert re.search(r"\{param\.value,cps\}", cfg.code[trunk_rate[0] : trunk_rate[1]])
+
+
+def test_edge_answers_calls_over_a_rate_with_503_and_retry_after() -> None:
+    cfg = load_cfg(EDGE_CFG)
+    refusals = re.findall(
+        r'if\s*\(!rl_check\("(?P<pipe>\w+)[^"]*"[^{]*\{[^}]*?append_to_reply\("Retry-After: (?P<secs>\d+)\\r\\n"\);'
+        r'\s*(?P<reply>sl_send_reply|send_reply)\(503, "Service Unavailable"\);\s*exit;',
+        cfg.code,
+    )
+
+    assert sorted(pipe for pipe, _, _ in refusals) == ["new_calls", "trunk_"]
+    assert all(int(secs) > 0 for _, secs, _ in refusals)
+    # The trunk refusal is stateless: no transaction is kept for a call we turn away.
+    assert [reply for pipe, _, reply in refusals if pipe == "trunk_"] == ["sl_send_reply"]
 
 
 # --- ai-node.cfg ----------------------------------------------------------------------------------------
@@ -451,8 +562,54 @@ def test_ai_node_admits_only_the_edge_before_creating_a_session() -> None:
     edge_check = [o for o in cfg.calls("route") if cfg.code.startswith("route(from_edge)", o)]
 
     assert edge_check and edge_check[0] < cfg.calls("ua_session_server_init")[0]
-    assert re.search(r'is_method\("OPTIONS"\)\)\s*\{\s*send_reply\(200,', cfg.code)
+    assert edge_check[0] < cfg.code.index('is_method("OPTIONS")')
     assert re.search(r'send_reply\(405, "Method Not Allowed"\)', cfg.code)
+
+
+_LIVENESS_FETCH = re.compile(r'if\s*\(!cache_fetch\("local", "avc_alive", \$var\(alive\)\)\)\s*\{')
+
+
+def test_ai_node_answers_the_edges_probe_with_503_while_the_liveness_key_is_missing() -> None:
+    cfg = load_cfg(AI_NODE_CFG)
+    options = cfg.block_after(cfg.code.index('is_method("OPTIONS")'))
+    body = cfg.code[options[0] : options[1]]
+    missing = _LIVENESS_FETCH.search(body)
+
+    assert missing is not None
+    refusal = body[missing.end() : body.index("}", missing.end())]
+    assert re.fullmatch(r'\s*send_reply\(503, "Service Unavailable"\);\s*exit;\s*', refusal)
+    assert body.index('send_reply(200, "OK")') > missing.end()
+
+
+def test_ai_node_refuses_new_invites_without_the_liveness_key_before_creating_a_session() -> None:
+    # A session the app rejected is still listed 45 s later (capture 14): refuse before one exists.
+    cfg = load_cfg(AI_NODE_CFG)
+    main = cfg.route_block("route")
+    [init] = cfg.calls("ua_session_server_init")
+    invite_only = cfg.code.index('!is_method("INVITE")')
+    invite_checks = [m for m in _LIVENESS_FETCH.finditer(cfg.code) if m.start() > invite_only]
+
+    assert len(invite_checks) == 1
+    check = invite_checks[0]
+    refusal = cfg.code[check.end() : cfg.block_after(check.start())[1]]
+    assert main[0] < cfg.calls_in("t_check_trans", main)[0] < check.start() < init
+    assert re.search(
+        r'append_to_reply\("Retry-After: \d+\\r\\n"\);\s*send_reply\(503, "Service Unavailable"\);\s*exit;', refusal
+    )
+
+
+def test_ai_node_liveness_key_is_the_one_avc_stores_over_mi() -> None:
+    cfg = load_cfg(AI_NODE_CFG)
+    fetched = set(re.findall(r'cache_fetch\("([^"]+)", "([^"]+)"', cfg.code))
+    system = inspect.signature(OpenSIPSMI.cache_store).parameters["system"].default
+
+    assert fetched == {(system, LIVENESS_KEY)} == {("local", "avc_alive")}
+    # MI "system" / script storage id = URL scheme[:group]; the URL names the collection. A URL without a
+    # group is the one "local" reaches, and its collection must be declared.
+    url = re.fullmatch(r"local:///(?P<collection>\w+)", cfg.param("cachedb_local", "cachedb_url"))
+    assert url is not None
+    declared = {c.split("=")[0].strip() for c in cfg.param("cachedb_local", "cache_collections").split(";")}
+    assert url["collection"] in declared
 
 
 def test_ai_node_mi_sockets_are_the_ones_the_captures_and_avc_use() -> None:
@@ -679,6 +836,79 @@ async def test_dialog_table_stores_the_row_and_vars_opensips_359_wrote(schema_co
     assert stored["callid"] == dialogs["callid"]
     assert stored["state"] == 4
     assert bytes(stored["vars"]).endswith(b"ai_state#1#greeting_played|created_by#1#opensips.cfg|")
+
+
+# --- sql/0005_opensips_permissions.sql ------------------------------------------------------------------
+
+# (column, data_type, character_maximum_length, is_nullable) of OpenSIPS 3.5's address table, version 5
+# (scripts/postgres/permissions-create.sql). grp, ip, mask, port, proto, pattern and context_info are the
+# permissions module's default *_col names, which edge.cfg leaves alone.
+EXPECTED_ADDRESS_COLUMNS: list[tuple[str, str, int | None, str]] = [
+    ("id", "integer", None, "NO"),
+    ("grp", "smallint", None, "NO"),
+    ("ip", "character varying", 50, "NO"),
+    ("mask", "smallint", None, "NO"),
+    ("port", "smallint", None, "NO"),
+    ("proto", "character varying", 4, "NO"),
+    ("pattern", "character varying", 64, "YES"),
+    ("context_info", "character varying", 32, "YES"),
+]
+
+
+def documented_address_row() -> str:
+    """The example INSERT in the migration's header comment, without its comment markers."""
+    lines = PERMISSIONS_SQL.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("--   INSERT INTO address"))
+    end = next(i for i in range(start, len(lines)) if lines[i].rstrip().endswith(";"))
+    return "\n".join(line.removeprefix("--") for line in lines[start : end + 1])
+
+
+async def _address_columns(conn: Any) -> list[tuple[Any, ...]]:
+    rows = await conn.fetch(
+        "SELECT column_name, data_type, character_maximum_length, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = 'address' ORDER BY ordinal_position"
+    )
+    return [tuple(row) for row in rows]
+
+
+async def test_permissions_migration_applies_twice_and_creates_the_opensips_35_address_table(
+    schema_conn: Any,
+) -> None:
+    for _ in range(2):
+        await schema_conn.execute(PERMISSIONS_SQL.read_text(encoding="utf-8"))
+
+    versions = await schema_conn.fetch("SELECT table_name, table_version FROM version")
+
+    assert await _address_columns(schema_conn) == EXPECTED_ADDRESS_COLUMNS
+    assert [tuple(row) for row in versions] == [("address", 5)]
+
+
+async def test_permissions_migration_follows_the_dialog_one_and_keeps_its_version_row(schema_conn: Any) -> None:
+    await _apply_dialog_migration(schema_conn)
+    await schema_conn.execute("UPDATE version SET table_version = 4 WHERE table_name = 'dialog'")
+    await schema_conn.execute("INSERT INTO version VALUES ('address', 4)")
+
+    await schema_conn.execute(PERMISSIONS_SQL.read_text(encoding="utf-8"))
+
+    # An older address table is not silently relabelled: OpenSIPS refuses to start on the mismatch.
+    versions = dict(await schema_conn.fetch("SELECT table_name, table_version FROM version"))
+    assert versions == {"dialog": 4, "address": 4}
+
+
+async def test_documented_trunk_row_inserts_once_and_carries_what_edge_cfg_reads(schema_conn: Any) -> None:
+    await schema_conn.execute(PERMISSIONS_SQL.read_text(encoding="utf-8"))
+    for _ in range(2):
+        await schema_conn.execute(documented_address_row())
+
+    rows = await schema_conn.fetch("SELECT grp, ip, mask, port, proto, context_info FROM address")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["grp"], row["mask"], row["port"], row["proto"]) == (1, 32, 0, "any")
+    assert row["ip"].startswith("192.0.2.")  # documentation range (RFC 5737), never a real carrier
+    context = dict(item.split("=", 1) for item in row["context_info"].split(";"))
+    read_by_edge = set(re.findall(r"\{param\.value,(\w+)\}", load_cfg(EDGE_CFG).code))
+    assert read_by_edge == set(context) == {"trunk", "cps"}
+    assert context["trunk"] and int(context["cps"]) > 0
 
 
 def test_postgres_failure_message_names_what_to_start(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,12 @@ Two views of the same parse:
   may be a file name, its stem, or a unique prefix such as `"02"` or `"08b"`.
 - `load_blocks`, `event_datagrams`, `mi_exchanges`: every block of a file, including the psql and
   opensips-cli transcripts, and raw request/response pairs.
+
+Captures 14-17 were sniffed off the wire instead: their blocks read `===== [time] UDP 127.0.0.1:5060 (edge SIP) ->
+127.0.0.1:5070 (ai-node SIP), 694 bytes =====` and hold one UDP payload (SIP, MI or an event). `udp_blocks(name)`
+reads them as `UdpBlock`s. The text files are UTF-8: a payload that was not (the garbled messages of captures 15
+and 16) shows U+FFFD for its bad bytes, so only its structure, not its bytes, can be compared; `UdpBlock.exact`
+says whether the text holds the payload byte for byte (its length then matches the declared size).
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ CAPTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "opensips-3.
 _BLOCK_HEADER = re.compile(rb"^===== (?:\[(?P<time>[^\]]*)\] )?(?P<title>.*?) =====\n", re.MULTILINE)
 _DECLARED_SIZE = re.compile(r"\((\d+) bytes")
 _NOTE_START = b"\n## "
+_UDP_TITLE = re.compile(
+    r"^UDP (?P<source>\S+) \((?P<source_label>[^)]*)\) -> (?P<destination>\S+) \((?P<destination_label>[^)]*)\), "
+    r"(?P<size>\d+) bytes$"
+)
+_REPLACEMENT = "\ufffd".encode()
 
 Transport = Literal["datagram", "http"]
 
@@ -290,3 +301,72 @@ def sipp_messages(name: str) -> tuple[SippMessage, ...]:
         direction: Literal["sent", "received"] = "sent" if header.group("dir") else "received"
         messages.append(SippMessage(direction, header.group("time").decode(), raw))
     return tuple(messages)
+
+
+@dataclass(frozen=True, slots=True)
+class UdpBlock:
+    """One UDP payload of a sniffed capture (14-17): who sent it to whom, and its bytes as the text file holds them.
+
+    `source_label`/`destination_label` are the recorder's names for the two ends (`edge SIP`, `ai-node SIP`,
+    `ai-node mi_datagram`, `avc E_UA_SESSION sink`, or a bare port). `size` is the payload's length on the wire;
+    `payload` is exact only when `exact` (no byte of it was replaced by U+FFFD in the text file).
+    """
+
+    time: str
+    source: str
+    source_label: str
+    destination: str
+    destination_label: str
+    size: int
+    payload: bytes
+
+    @property
+    def exact(self) -> bool:
+        return _REPLACEMENT not in self.payload and len(self.payload) == self.size
+
+    @property
+    def source_port(self) -> int:
+        return int(self.source.rpartition(":")[2])
+
+    @property
+    def destination_port(self) -> int:
+        return int(self.destination.rpartition(":")[2])
+
+
+@cache
+def udp_blocks(name: str) -> tuple[UdpBlock, ...]:
+    """The UDP payloads of one sniffed capture (14-17; `name` as for `load_capture`), in file order.
+
+    Blocks of another format are skipped. A payload the text holds exactly must have its declared size.
+    """
+    file = capture_name(name)
+    blocks: list[UdpBlock] = []
+    for block in load_blocks(file):
+        title = _UDP_TITLE.match(block.title)
+        if title is None:
+            continue
+        udp = UdpBlock(
+            time=block.time,
+            source=title.group("source"),
+            source_label=title.group("source_label"),
+            destination=title.group("destination"),
+            destination_label=title.group("destination_label"),
+            size=int(title.group("size")),
+            payload=block.payload,
+        )
+        if _REPLACEMENT not in udp.payload and len(udp.payload) != udp.size:
+            raise ValueError(f"{file}: block {block.title!r} holds {len(udp.payload)} bytes, header says {udp.size}")
+        blocks.append(udp)
+    return tuple(blocks)
+
+
+def udp_payloads(name: str, source_label: str, destination_label: str, starts: bytes = b"") -> list[UdpBlock]:
+    """The UDP blocks of one sniffed capture sent from `source_label` to `destination_label` (the recorder's names,
+    e.g. `"edge SIP"`, `"ai-node SIP"`), in order; only those whose payload starts with `starts` when given."""
+    return [
+        block
+        for block in udp_blocks(name)
+        if block.source_label == source_label
+        and block.destination_label == destination_label
+        and block.payload.startswith(starts)
+    ]

@@ -11,7 +11,7 @@ from banking.intents import Expect
 def test_a_date_question_lets_turn_taking_end_on_a_whole_date_and_nothing_else() -> None:
     turn = bot_turn_from_reply(Reply(templates.ASK_DOB, Expect.DATE))
     assert turn.expect == "date" and turn.complete_answer is not None
-    assert turn.complete_answer("March 5th, 1980.") and not turn.complete_answer("March 5th,")
+    assert turn.complete_answer("March 5th, 1985.") and not turn.complete_answer("March 5th,")
     assert bot_turn_from_reply(Reply(templates.ASK_YES_NO, Expect.YES_NO)).complete_answer is None
 
 

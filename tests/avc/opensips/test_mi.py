@@ -432,10 +432,41 @@ async def test_ua_session_update_and_uptime_send_only_the_params_given() -> None
     assert server.requests == [
         b'{"jsonrpc": "2.0", "method": "ua_session_update", "params": {"key": "B2B.1.2.3.4", "method": "OPTIONS"}, '
         b'"id": 1}',
+        # Headers always travel with a body, here an empty one: 3.5.9 garbles them without (captures 15-17).
         b'{"jsonrpc": "2.0", "method": "ua_session_update", "params": {"key": "B2B.1.2.3.4", "method": "REFER", '
-        b'"extra_headers": "Refer-To: <sip:agent@127.0.0.1>\\r\\n"}, "id": 2}',
+        b'"body": "", "extra_headers": "Refer-To: <sip:agent@127.0.0.1>\\r\\n", '
+        b'"content_type": "Content-Type: text/plain\\r\\n"}, "id": 2}',
         b'{"jsonrpc": "2.0", "method": "uptime", "params": {}, "id": 3}',
     ]
+
+
+async def test_headers_never_travel_without_a_body_and_terminate_takes_none() -> None:
+    server = UdpMIServer(lambda request: ok_reply(request, "OK"))
+    await server.start()
+    mi = OpenSIPSMI(await DatagramMI.create("127.0.0.1", server.port, timeout=1.0))
+    try:
+        await mi.ua_session_reply("k", "INVITE", 503, "Service Unavailable", extra_headers="Retry-After: 5")
+        await mi.ua_session_reply("k", "INVITE", 486, "Busy Here")  # nothing to carry: no body either
+        await mi.ua_session_update(
+            "k", "REFER", body="", extra_headers="Refer-To: <sip:a@b>\r\n", content_type="message/sipfrag"
+        )
+        await mi.ua_session_terminate("k")
+    finally:
+        await mi.close()
+        server.close()
+    params = [json.loads(request)["params"] for request in server.requests]
+    assert params[0] == {
+        "key": "k",
+        "method": "INVITE",
+        "code": 503,
+        "reason": "Service Unavailable",
+        "body": "",
+        "extra_headers": "Retry-After: 5\r\n",
+        "content_type": "Content-Type: text/plain\r\n",
+    }
+    assert params[1] == {"key": "k", "method": "INVITE", "code": 486, "reason": "Busy Here"}
+    assert params[2]["body"] == "" and params[2]["content_type"] == "Content-Type: message/sipfrag\r\n"
+    assert params[3] == {"key": "k"}
 
 
 def test_timeouts_must_be_positive() -> None:

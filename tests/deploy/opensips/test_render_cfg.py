@@ -53,12 +53,13 @@ def test_edge_cfg_changes_only_its_site_lines() -> None:
     original = EDGE_CFG.read_text(encoding="utf-8")
     changed = _changed_lines(original, result.stdout)
     site_lines = {n for n, line in enumerate(original.splitlines(), 1) if "# SITE" in line and not line.startswith("#")}
-    assert set(changed) == site_lines and len(site_lines) == 3
+    # socket, and the db_url of dialog, dispatcher and permissions (the trusted carriers' address table)
+    assert set(changed) == site_lines and len(site_lines) == 4
     for before, after in changed.values():
         assert "# SITE (rendered)" in after and "# SITE" in before
     assert "socket=udp:10.20.0.11:5060   # SITE (rendered)" in result.stdout
     # sed's special characters (&, |, \) in a password survive literally.
-    assert result.stdout.count('"db_url", "postgres://opensips:s3cr&t|x\\y@pg.bank/avc")') == 2
+    assert result.stdout.count('"db_url", "postgres://opensips:s3cr&t|x\\y@pg.bank/avc")') == 3
     assert "CHANGE_ME" not in result.stdout
 
 
