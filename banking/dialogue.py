@@ -252,6 +252,16 @@ class Dialogue:
                 reply = self._with_prompt(templates.NO_INPUT)
             return await self._respond(reply, None, began)
 
+    async def engine_failed(self, stage: str) -> Reply:
+        """The line's own speech recognition or synthesis failed or hung (`stage`: "asr", "tts"): apologise and
+        hand the caller to an agent rather than leave them in silence. Audited; not a resumable transfer."""
+        async with self._lock:
+            began = time.monotonic()
+            await self._audit("engine", "failed", stage=stage)
+            if self._context.state is DialogueState.ENDED:
+                return Reply("", Expect.NOTHING)
+            return await self._respond(self._transfer("engine_failure", templates.TECHNICAL_TROUBLE), None, began)
+
     async def transfer_failed(self) -> Reply:
         """The transfer to an agent did not go through: go on where the bot can still help, else say goodbye.
 

@@ -103,6 +103,9 @@ class BankingResponder:
     async def transfer_failed(self) -> BotTurn:
         return bot_turn_from_reply(await self.dialogue.transfer_failed())
 
+    async def engine_failed(self, stage: str) -> BotTurn:
+        return bot_turn_from_reply(await self.dialogue.engine_failed(stage))
+
     async def close(self, outcome: str) -> None:
         await self.dialogue.close(outcome)
 

@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 PREROLL_S = 0.3  # audio kept from before the detected onset: VAD needs a few frames to be sure
 INTER_DIGIT_S = 3.0
+# The longest the caller waits on a speech engine before the line gives up on it: a final decode after the turn
+# ends, or the next piece of synthesised audio. Whisper's final decode takes 0.3-0.6 s on a busy 2-core node and a
+# sentence's first audio 0.1 s, so this is a hang or a dead cloud, and the caller hears an apology instead of
+# silence (the responder's `engine_failed`, from the prompt cache, so it needs no synthesiser).
+ENGINE_STALL_S = 2.0
 DIGIT_TERMINATOR = "#"
 
 
@@ -197,12 +202,14 @@ class ChainApp:
         if speculation is None or asr is None:
             return
         try:
-            text = (await speculation).strip()
+            async with asyncio.timeout(ENGINE_STALL_S):
+                text = (await speculation).strip()
         except Exception as exc:
             provider = failed_provider(self._deps.engines.asr, exc)
             self._deps.metrics.engine_errors.labels("asr", provider).inc()
-            log.exception("speech recognition (%s) failed; the caller will be asked to repeat", provider)
-            text = ""
+            log.error("speech recognition (%s) failed: %s", provider, _why(exc), exc_info=not _is_stall(exc))
+            await self._engine_failed("asr", timing)
+            return
         timing.asr_done = time.monotonic()
         if not text:
             log.debug("end of turn with no words (noise)")
@@ -237,7 +244,7 @@ class ChainApp:
     def _bot_speaking(self) -> bool:
         return (self._speaker is not None and not self._speaker.done()) or self._call.media.speaking
 
-    def _start_speaking(self, turn: BotTurn, timing: TurnTiming | None) -> None:
+    def _start_speaking(self, turn: BotTurn, timing: TurnTiming | None, failure_turn: bool = False) -> None:
         self._disarm_no_input()
         self._publish_state()
         self._detector.expect(
@@ -246,7 +253,7 @@ class ChainApp:
             complete=turn.complete_answer,
         )
         self._max_digits = turn.max_digits
-        self._speaker = asyncio.create_task(self._speak(turn, timing or TurnTiming()), name="speaker")
+        self._speaker = asyncio.create_task(self._speak(turn, timing or TurnTiming(), failure_turn), name="speaker")
 
     def _publish_state(self) -> None:
         if self._responder is None:
@@ -281,7 +288,7 @@ class ChainApp:
         log.info("barge-in: the caller interrupted the bot")
         await self._stop_speaking(flush=False)
 
-    async def _speak(self, turn: BotTurn, timing: TurnTiming) -> None:
+    async def _speak(self, turn: BotTurn, timing: TurnTiming, failure_turn: bool = False) -> None:
         media = self._call.media
         tts = self._deps.engines.tts
         spoken: list[_Spoken] = []
@@ -298,11 +305,19 @@ class ChainApp:
                         timing.tts_first_audio = time.monotonic()
                 else:
                     chunks: list[np.ndarray] = []
-                    async for chunk in tts.stream(sentence):
-                        if first_sentence and not timing.tts_first_audio:
-                            timing.tts_first_audio = time.monotonic()
-                        media.play(chunk, tts.sample_rate, pad=False)
-                        chunks.append(chunk)
+                    stream = tts.stream(sentence)
+                    try:
+                        while True:
+                            async with asyncio.timeout(ENGINE_STALL_S):  # a hung synthesiser is a failed one
+                                chunk = await anext(stream, None)
+                            if chunk is None:
+                                break
+                            if first_sentence and not timing.tts_first_audio:
+                                timing.tts_first_audio = time.monotonic()
+                            media.play(chunk, tts.sample_rate, pad=False)
+                            chunks.append(chunk)
+                    finally:
+                        await stream.aclose()
                     media.play(np.zeros(0, dtype=np.int16), tts.sample_rate)
                     if chunks and not any(ch.isdigit() for ch in sentence):
                         # Sentences without facts recur across calls ("Thank you, you're verified."): keep them.
@@ -319,11 +334,24 @@ class ChainApp:
         except Exception as exc:
             provider = failed_provider(tts, exc)
             self._deps.metrics.engine_errors.labels("tts", provider).inc()
-            log.exception("speaking failed (tts provider %s)", provider)
+            log.error("speaking failed (tts provider %s): %s", provider, _why(exc), exc_info=not _is_stall(exc))
             self._report_spoken(spoken, interrupted=True)
+            if failure_turn:  # even the apology could not be played: end the call rather than leave silence
+                self.outcome = "engine_failure"
+                await self._call.hangup("engine_failure")
+                return
+            # Not `_start_speaking`: this task is the speaker, and the apology must not cancel it midway.
+            self._publish_state()
+            assert self._responder is not None
+            await self._speak(await self._responder.engine_failed("tts"), TurnTiming(), failure_turn=True)
             return
         self._report_spoken(spoken, interrupted=False)
         await self._after_speaking(turn, asked=bool(spoken))
+
+    async def _engine_failed(self, stage: str, timing: TurnTiming) -> None:
+        assert self._responder is not None
+        await self._stop_speaking(flush=True)
+        self._start_speaking(await self._responder.engine_failed(stage), timing, failure_turn=True)
 
     async def _after_speaking(self, turn: BotTurn, asked: bool) -> None:
         if turn.transfer is not None:
@@ -417,3 +445,13 @@ def chain_factory(deps: ChainDeps) -> Callable[[CallControl], CallApp]:
         return ChainApp(call, deps)
 
     return make
+
+
+def _is_stall(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError)
+
+
+def _why(exc: BaseException) -> str:
+    if _is_stall(exc):
+        return f"no answer within {ENGINE_STALL_S:g} s"
+    return f"{type(exc).__name__}: {exc}"

@@ -19,6 +19,8 @@ ExpectedAnswer = Literal["free", "yes_no", "digits", "date"]
 """The kind of answer a bot turn asks the caller for: it tunes turn-taking only (a short answer may end sooner, a date
 gets more patience). The dialogue's own `banking.intents.Expect` says how to read the answer; this says how to wait."""
 STILL_THERE = "Are you still there?"
+# The diagnostic responders' answer to a broken engine: no agent to hand over to, so an apology and a hang-up.
+TECHNICAL_GOODBYE = "Sorry, something went wrong on our side. Please call again later. Goodbye."
 
 
 @dataclass
@@ -86,6 +88,11 @@ class Responder(Protocol):
 
     async def transfer_failed(self) -> BotTurn: ...
 
+    async def engine_failed(self, stage: str) -> BotTurn:
+        """Speech recognition ("asr") or synthesis ("tts") failed or hung on this call: what to say (from
+        `static_prompts`, so it plays without the synthesiser) and do instead of leaving the caller in silence."""
+        ...
+
     async def close(self, outcome: str) -> None: ...
 
     def static_prompts(self) -> Sequence[str]:
@@ -129,11 +136,14 @@ class RepeatResponder:
     async def transfer_failed(self) -> BotTurn:
         return BotTurn.say("Nobody is available right now.")
 
+    async def engine_failed(self, stage: str) -> BotTurn:
+        return BotTurn.say(TECHNICAL_GOODBYE, hangup=True, hangup_outcome="engine_failure")
+
     async def close(self, outcome: str) -> None:
         return None
 
     def static_prompts(self) -> Sequence[str]:
-        return [self.GREETING, "Goodbye.", STILL_THERE]
+        return [self.GREETING, "Goodbye.", STILL_THERE, TECHNICAL_GOODBYE]
 
     def call_state(self) -> Mapping[str, str]:
         return {}
@@ -184,11 +194,14 @@ class LlmResponder:
     async def transfer_failed(self) -> BotTurn:
         return BotTurn.say("I'm sorry, nobody is available right now. How else can I help?")
 
+    async def engine_failed(self, stage: str) -> BotTurn:
+        return BotTurn.say(TECHNICAL_GOODBYE, hangup=True, hangup_outcome="engine_failure")
+
     async def close(self, outcome: str) -> None:
         return None
 
     def static_prompts(self) -> Sequence[str]:
-        return [self.greeting, STILL_THERE]
+        return [self.greeting, STILL_THERE, TECHNICAL_GOODBYE]
 
     def call_state(self) -> Mapping[str, str]:
         return {}

@@ -296,6 +296,17 @@ async def test_a_failed_transfer_says_goodbye_where_the_bot_cannot_help(make_cal
     assert ended.action == Hangup("transfer_failed") and ended.expect is Expect.NOTHING
 
 
+async def test_a_broken_speech_engine_gets_an_apology_and_an_agent_and_no_way_back(make_call: MakeCall) -> None:
+    call = make_call(ALICE_PHONE)
+    await call.start()
+    await call.say("what's my balance")
+    reply = await call.dialogue.engine_failed("asr")
+    assert reply.say.startswith(templates.TECHNICAL_TROUBLE) and transfer_of(reply).reason == "engine_failure"
+    assert ("engine", "failed") in await call.audit()
+    # Without an agent there is nothing the bot can do with a broken engine: goodbye, not a resumed dialogue.
+    assert (await call.dialogue.transfer_failed()).action == Hangup("transfer_failed")
+
+
 async def test_asking_for_an_agent_transfers_with_a_summary_safe_for_a_sip_header(make_call: MakeCall) -> None:
     call = make_call(ALICE_PHONE)
     await call.start()

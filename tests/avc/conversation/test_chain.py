@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from demo.opensips_double import sdp_offer
 from demo.voice_caller import VoiceCaller, loud, say, transcribe
 from engines.fallback import FallbackTts
 from engines.manifest import Manifest
+from engines.offload import InferencePool
 from engines.registry import Engines
 from engines.tts.elevenlabs import ElevenLabsTts
 from tests.support.chain_node import chain_node
@@ -219,3 +221,53 @@ async def test_a_cloud_voice_that_breaks_mid_sentence_is_counted_against_the_clo
             primary = cloud.tts.primary
             assert isinstance(primary, ElevenLabsTts)
             await primary.aclose()
+
+
+class _StuckWorkers:
+    """Every worker of one engine's inference pool held by a job that waits: the engine itself hangs, as a wedged
+    runtime or a starved CPU makes it. Released on exit so the session's shared engines work again."""
+
+    def __init__(self, pool: InferencePool) -> None:
+        self._pool = pool
+        self._release = threading.Event()
+        self._jobs: list[asyncio.Task[bool]] = []
+
+    async def __aenter__(self) -> _StuckWorkers:
+        self._jobs = [asyncio.create_task(self._pool.run(self._release.wait, 30.0)) for _ in range(self._pool.workers)]
+        await asyncio.sleep(0.05)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release.set()
+        await asyncio.gather(*self._jobs)
+
+
+@pytest.mark.parametrize("stage", ["asr", "tts"])
+async def test_a_hung_engine_gets_the_caller_an_apology_within_two_seconds_not_silence(
+    engines: Engines, stage: str
+) -> None:
+    made: list[RepeatResponder] = []
+
+    def make_responder(call_id: str, ani: str | None) -> Responder:
+        made.append(RepeatResponder(call_id, ani))
+        return made[-1]
+
+    words = await say(engines, "Where is my new card, it has not arrived yet.")  # synthesised before any hang
+    pool = engines.asr._pool if stage == "asr" else engines.tts._pool  # type: ignore[attr-defined]
+    async with chain_node(engines, make_responder, list(RepeatResponder("", None).static_prompts())) as node:
+        caller = await VoiceCaller.dial(node.osips, node.group)
+        await caller.wait_quiet()  # the greeting
+        loop = asyncio.get_running_loop()
+        async with _StuckWorkers(pool):
+            caller.speak(words)
+            spoke = caller.speech_started
+            assert spoke is not None
+            spoken_end = spoke + len(words) * 0.02
+            apology = await caller.wait_loud(since=spoken_end, timeout_s=10.0)
+            await caller.call.wait_ended(10.0)  # the diagnostic responder apologises and hangs up
+        # End of speech + end-of-turn wait + the 2 s stall limit, with room for this busy machine.
+        assert apology - spoken_end < 3.5, f"{apology - spoken_end:.2f} s of silence"
+        heard = await transcribe(engines, [p.payload for p in caller.bot_frames(since=spoken_end)])
+        assert "went wrong" in heard.lower()
+        assert b'avc_calls_total{outcome="engine_failure"} 1.0' in node.metrics.render()
+        assert loop.time() > apology
