@@ -128,6 +128,7 @@ class Call:
         self._transfer_deadline: asyncio.TimerHandle | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._session_lost = False
+        self.rejecting = False
         self.task: asyncio.Task[None] | None = None
 
     # -- CallControl, for the application ---------------------------------------------------------
@@ -527,6 +528,7 @@ class Call:
 
     async def _reject(self, code: int, reason: str) -> None:
         self._final_sent = True
+        self.rejecting = True  # the caller's ACK may come back before this call has finished
         self._svc.metrics.call_rejects.labels(str(code)).inc()
         await self._reply("INVITE", code, reason)
         self._finish(f"rejected_{code}")

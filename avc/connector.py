@@ -88,6 +88,7 @@ class Connector:
         self._idle.set()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._rejected: dict[str, asyncio.TimerHandle] = {}
+        self._rejection_acked: set[str] = set()
         self._mi: OpenSIPSMI | None = None
         self._edge_mi: OpenSIPSMI | None = None
         self._listener: EventListener | None = None
@@ -244,6 +245,8 @@ class Connector:
     def _on_event(self, event: UaSessionEvent) -> None:
         call = self.calls.get(event.key)
         if call is not None:
+            if call.rejecting and event.method == "ACK":
+                self._rejection_acked.add(event.key)  # the rejected session can go as soon as the call is done
             if event.event_type == "NEW":
                 log.warning("duplicate NEW for session %s ignored", event.key)
             else:
@@ -305,6 +308,10 @@ class Connector:
         self.calls.pop(call.key, None)
         if call.outcome.startswith("rejected_"):
             self._await_rejected_ack(call.key)
+            if call.key in self._rejection_acked:
+                self._rejection_acked.discard(call.key)
+                self._delete_rejected(call.key)
+        self._rejection_acked.discard(call.key)
         if not self.calls:
             self._idle.set()
         self._remember(call.key)

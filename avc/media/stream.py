@@ -35,7 +35,7 @@ from avc.media.audio_format import ENGINE_RATE, FRAME_SAMPLES, LINE_RATE
 from avc.media.clock import MediaClock
 from avc.media.dtmf import DIGITS, DtmfEvent, Rfc4733Receiver, Rfc4733Sender
 from avc.media.g711 import G711Codec
-from avc.media.jitter import JitterBuffer
+from avc.media.jitter import JitterBuffer, PutResult
 from avc.media.resample import Resampler
 from avc.media.rtp import RtpError, RtpPacket, RtpSender
 from avc.metrics import RtpCounters
@@ -296,7 +296,10 @@ class RtpStream:
         if pt == self.params.dtmf_payload_type:
             # Events share the audio sequence space: an empty frame keeps the jitter buffer from
             # counting the digit's packets as lost audio.
-            self._jitter.put(packet.sequence, packet.timestamp, b"")
+            if self._jitter.put(packet.sequence, packet.timestamp, b"") is PutResult.DUPLICATE:
+                # The network delivered this packet twice: a repeated start packet after the end would read as a
+                # second press of the key on a reused timestamp (a phantom PIN digit).
+                return
             try:
                 event = self._dtmf_in.feed(packet.timestamp, packet.payload, packet.marker)
             except ValueError:

@@ -19,7 +19,7 @@ import pytest
 from avc.connector import Connector
 from avc.media.rtp import RtpSender
 from demo.opensips_double import CallState, DoubleCall, OpenSIPSDouble, Reply, ScriptRefused, sdp_offer
-from demo.rtp_peer import RtpPeer, RtpPeerGroup, parse_dtmf, sine_payloads, ulaw_decode
+from demo.rtp_peer import RtpPeer, RtpPeerGroup, build_rtp, parse_dtmf, sine_payloads, ulaw_decode
 from tests.support.chain_node import settings_behind
 
 NodeFactory = Callable[..., Awaitable[Connector]]
@@ -153,6 +153,24 @@ async def test_rfc4733_digits_reach_the_call_and_are_echoed_as_events(
         await asyncio.sleep(0.1)
     await wait_for(lambda: _echoed_digits(peer) == "19#")
     assert connector.metrics.render().count(b"avc_rtp_packets_malformed_total 0.0") == 1
+
+
+async def test_a_key_press_whose_packets_the_network_duplicates_is_one_digit(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    # Found by fuzzing: the start packet delivered again after the end would read as a second press of the key.
+    await node()
+    peer = await peers.create_peer()
+    await place_call(osips, peer)
+    ssrc, ts = 0x1234ABCD, 8000
+    start = build_rtp(101, 10, ts, ssrc, bytes([5, 10, 0, 160]), marker=True)
+    end = build_rtp(101, 11, ts, ssrc, bytes([5, 0x80 | 10, 1, 64]))
+    for packet in (start, end, start, end, end, end):
+        peer.send_raw(packet)
+        await asyncio.sleep(0.02)
+    await wait_for(lambda: _echoed_digits(peer) == "5")
+    await asyncio.sleep(0.5)  # the echo of a phantom second press would be out by now
+    assert _echoed_digits(peer) == "5"
 
 
 def _echoed_digits(peer: RtpPeer) -> str:
