@@ -273,6 +273,23 @@ async def test_draining_node_answers_new_calls_503(osips: OpenSIPSDouble, node: 
     assert not connector.ready
 
 
+async def test_a_flood_of_new_calls_past_the_limit_is_answered_503_and_nothing_is_left_behind(
+    osips: OpenSIPSDouble, node: NodeFactory
+) -> None:
+    connector = await node(max_calls=5)
+    calls = await asyncio.gather(*(osips.invite(sdp_offer("127.0.0.1", 6000 + 2 * n)) for n in range(60)))
+    finals = await asyncio.gather(*(call.wait_final(5.0) for call in calls))
+    codes = sorted(reply.code for reply in finals)
+    assert codes == [200] * 5 + [503] * 55
+    assert all(r.extra_headers == "Retry-After: 5\r\n" for r in finals if r.code == 503)
+    assert len(connector.calls) == 5
+    await wait_for(lambda: len(osips.sessions) == 5)  # every refused session deleted on the node
+    for call in calls:
+        if call.key in osips.sessions:
+            await call.bye()
+    await wait_for(lambda: not connector.calls and osips.sessions == [])
+
+
 async def test_rejected_sessions_are_deleted_on_the_node_once_the_caller_acks(
     osips: OpenSIPSDouble, node: NodeFactory
 ) -> None:
