@@ -9,7 +9,7 @@ LOCAL   := $(VENV)/.stamp-local
 # other flags is never reused.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all venv local models sipp demo test quick lint typecheck unit bench-media bench-soak bench-latency eval-dialogue clean
+.PHONY: all venv local models sipp demo test quick lint typecheck unit bench-media bench-soak bench-impairment bench-latency eval-dialogue clean
 
 all: test
 
@@ -71,6 +71,9 @@ bench-media: $(STAMP)
 # SOAK_ARGS="--minutes 5" for a shorter soak than the default 30 minutes of concurrent calls.
 bench-soak: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_soak $(SOAK_ARGS)
+
+bench-impairment: models
+	$(BIN)/python -m tests.bench.bench_impairment
 
 bench-latency: models
 	$(BIN)/python -m tests.bench.bench_latency

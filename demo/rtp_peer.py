@@ -11,6 +11,11 @@ clock (`time.monotonic()`), never at `now + period`, so scheduling delays do not
 loop falls more than a whole period behind, the missed ticks are skipped rather than replayed in a burst, as a
 real phone whose sound card stalled would do, and counted. RTP timestamps follow the tick index, so they stay
 locked to real time across skips and silences.
+
+Impairment (optional, off by default). `peer.impair(Impairment(loss=..., jitter_ms=..., reorder=..., duplicate=...,
+seed=...))` puts what the peer sends through a seeded bad line: packets dropped, delayed by a random jitter (which
+reorders them), swapped with their successor and duplicated, as a lossy network would. A peer never impaired sends
+exactly as before.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import random
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
@@ -190,6 +195,122 @@ def parse_dtmf(payload: bytes) -> DtmfPayload:
     return DtmfPayload(event, bool(flags & 0x80), flags & 0x3F, duration)
 
 
+# -- an impaired line (optional) -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Impairment:
+    """A bad network between this peer and its remote, applied to what the peer sends; seeded, so a run repeats.
+
+    Each packet the peer builds goes through, in this order:
+    - loss: dropped with probability `loss`;
+    - reordering: with probability `reorder` held back and sent right after the next surviving packet (an adjacent
+      swap; the packet that releases a held one is never held itself, and a held packet with no successor within
+      three packet times, at least 100 ms, goes out on its own);
+    - duplication: with probability `duplicate` sent twice;
+    - jitter: every datagram (a copy included) leaves after its own uniform random delay of 0..`jitter_ms`, so
+      packets overtake each other whenever the jitter exceeds the packet time.
+    RTP sequence numbers and timestamps are those of the unimpaired stream: the receiver sees exactly what a real
+    network does to a stream.
+    """
+
+    loss: float = 0.0
+    jitter_ms: float = 0.0
+    reorder: float = 0.0
+    duplicate: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "reorder", "duplicate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.jitter_ms <= 10_000:
+            raise ValueError(f"jitter_ms must be in [0, 10000], got {self.jitter_ms}")
+
+
+@dataclass(slots=True)
+class ImpairmentStats:
+    """What the impairment did, counted at the sender; `schedule` is one (sequence, due time) per datagram handed
+    to the delay line, `due` on the loop's clock (`time.monotonic()`, as `RtpPacket.arrival`)."""
+
+    offered: int = 0  # packets the peer built
+    dropped: int = 0
+    swapped: int = 0  # packets held back behind their successor
+    duplicated: int = 0  # extra copies
+    datagrams: int = 0  # handed to the socket: offered - dropped + duplicated, once all are out
+    schedule: list[tuple[int, float]] = field(default_factory=list)
+
+
+class _ImpairedLine:
+    """The delay line behind one peer's `_send`; see `Impairment`."""
+
+    def __init__(self, impairment: Impairment, emit: Callable[[bytes], None], hold_s: Callable[[], float]) -> None:
+        self.impairment = impairment
+        self.stats = ImpairmentStats()
+        self._rng = random.Random(impairment.seed)
+        self._emit = emit
+        self._hold_s = hold_s
+        self._held: tuple[int, bytes] | None = None
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._timer_ids = 0
+
+    def offer(self, sequence: int, packet: bytes) -> None:
+        spec, stats = self.impairment, self.stats
+        stats.offered += 1
+        if spec.loss and self._rng.random() < spec.loss:
+            stats.dropped += 1
+            return
+        if self._held is None and spec.reorder and self._rng.random() < spec.reorder:
+            stats.swapped += 1
+            self._held = (sequence, packet)
+            self._held_timer = asyncio.get_running_loop().call_later(self._hold_s(), self._release_held)
+            return
+        self._transmit(sequence, packet)
+        self._release_held()
+
+    def _release_held(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        if self._held is not None:
+            sequence, packet = self._held
+            self._held = None
+            self._transmit(sequence, packet)
+
+    def _transmit(self, sequence: int, packet: bytes) -> None:
+        copies = 2 if self.impairment.duplicate and self._rng.random() < self.impairment.duplicate else 1
+        self.stats.duplicated += copies - 1
+        loop = asyncio.get_running_loop()
+        for _ in range(copies):
+            delay = self._rng.uniform(0.0, self.impairment.jitter_ms) / 1000 if self.impairment.jitter_ms else 0.0
+            self.stats.schedule.append((sequence, loop.time() + delay))
+            if delay <= 0.0:
+                self._out(packet)
+                continue
+            self._timer_ids += 1
+            key = self._timer_ids
+            self._timers[key] = loop.call_later(delay, self._delayed, key, packet)
+
+    def _delayed(self, key: int, packet: bytes) -> None:
+        self._timers.pop(key, None)
+        self._out(packet)
+
+    def _out(self, packet: bytes) -> None:
+        self.stats.datagrams += 1
+        self._emit(packet)
+
+    def close(self) -> None:
+        """Forget what is still on the line (held or delayed): the peer is going away."""
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        self._held = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
 # -- the shared ticker -------------------------------------------------------------------------------------------
 
 
@@ -328,6 +449,7 @@ class RtpPeer(asyncio.DatagramProtocol):
         self._slot_origin = 0
         self._ticks_per_packet = max(1, 20 // group.tick_ms)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._line: _ImpairedLine | None = None
 
     @classmethod
     async def create(
@@ -352,6 +474,8 @@ class RtpPeer(asyncio.DatagramProtocol):
 
     def close(self) -> None:
         self._halt()
+        if self._line is not None:
+            self._line.close()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -412,6 +536,27 @@ class RtpPeer(asyncio.DatagramProtocol):
         self.group._activate(self, self._slot_origin)
         await job.done
 
+    def impair(self, impairment: Impairment | None) -> None:
+        """Put what this peer sends from now on through a bad line (see `Impairment`); None restores a clean one.
+
+        Off by default, and a peer never impaired sends exactly as before. `send_raw` is never impaired.
+        """
+        if self._line is not None:
+            self._line.close()
+        self._line = None if impairment is None else _ImpairedLine(impairment, self._emit, self._hold_s)
+
+    @property
+    def impairment_stats(self) -> ImpairmentStats | None:
+        """What the current impairment did so far; None on a clean line."""
+        return None if self._line is None else self._line.stats
+
+    def _hold_s(self) -> float:
+        return max(0.1, 3 * self._ticks_per_packet * self.group.period)  # three packet times, at least 100 ms
+
+    def _emit(self, packet: bytes) -> None:
+        if self._transport is not None and self.remote is not None:
+            self._transport.sendto(packet, self.remote)
+
     def send_raw(self, data: bytes, addr: tuple[str, int] | None = None) -> None:
         """Send any bytes now, to `addr` or the remote (hostile-input tests)."""
         target = addr or self._require_remote()
@@ -468,8 +613,11 @@ class RtpPeer(asyncio.DatagramProtocol):
     def _send(self, payload_type: int, timestamp: int, payload: bytes, marker: bool) -> None:
         assert self._transport is not None and self.remote is not None
         packet = build_rtp(payload_type, self._sequence, timestamp, self.ssrc, payload, marker)
+        if self._line is None:
+            self._transport.sendto(packet, self.remote)
+        else:
+            self._line.offer(self._sequence, packet)
         self._sequence = (self._sequence + 1) & 0xFFFF
-        self._transport.sendto(packet, self.remote)
         self.sent_packets += 1
 
     # -- receiving ------------------------------------------------------------------------------------------------

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from demo.rtp_peer import (
     FRAME_SAMPLES,
+    Impairment,
+    RtpPacket,
     RtpPeer,
     RtpPeerGroup,
+    _ImpairedLine,
     build_rtp,
     linear_to_ulaw,
     parse_dtmf,
@@ -190,3 +195,155 @@ async def test_one_ticker_paces_200_peers_together() -> None:
     assert sent == {ticks}
     assert group.active_peers == 0
     assert len({p.ssrc for p in sink.received}) == 200
+
+
+# -- the impaired line ------------------------------------------------------------------------------------------------
+
+
+def reception(packets: Sequence[RtpPacket], first_sequence: int) -> tuple[set[int], int, int]:
+    """(packet indexes received, duplicates, reordered) as a receiver sees them: a packet is reordered when a later
+    one of the stream arrived before it; repeats of a packet already received are duplicates, not reorders."""
+    seen: set[int] = set()
+    duplicates = reordered = 0
+    highest = -1
+    for packet in packets:
+        index = (packet.sequence - first_sequence) & 0xFFFF
+        if index in seen:
+            duplicates += 1
+            continue
+        seen.add(index)
+        reordered += index < highest
+        highest = max(highest, index)
+    return seen, duplicates, reordered
+
+
+def test_impairment_rejects_nonsense() -> None:
+    for bad in ({"loss": -0.1}, {"reorder": 1.5}, {"duplicate": 2.0}, {"jitter_ms": -1.0}):
+        with pytest.raises(ValueError):
+            Impairment(**bad)  # type: ignore[arg-type]
+
+
+async def test_the_impairment_model_is_seeded_and_follows_its_probabilities() -> None:
+    spec = Impairment(loss=0.05, reorder=0.02, duplicate=0.02, seed=11)
+
+    def run(impairment: Impairment) -> tuple[list[bytes], _ImpairedLine]:
+        out: list[bytes] = []
+        line = _ImpairedLine(impairment, out.append, lambda: 0.06)
+        for n in range(20_000):  # no jitter: everything goes out at once but a held packet, until its successor
+            line.offer(n & 0xFFFF, n.to_bytes(4, "big"))
+        return out, line
+
+    first, line = run(spec)
+    held_at_end = line._held is not None
+    line.close()
+    assert run(spec)[0] == first  # same seed, same line
+    assert run(Impairment(loss=0.05, reorder=0.02, duplicate=0.02, seed=12))[0] != first
+    stats = line.stats
+    assert stats.offered == 20_000 and stats.datagrams == len(first)
+    assert abs(stats.dropped / 20_000 - 0.05) < 0.006  # about 4 sigma of a binomial over 20,000 draws
+    survivors = 20_000 - stats.dropped
+    assert abs(stats.duplicated / survivors - 0.02) < 0.004
+    assert abs(stats.swapped / survivors - 0.02) < 0.004
+    indexes = [int.from_bytes(p, "big") for p in first]
+    assert len(set(indexes)) == survivors - held_at_end
+    assert len(indexes) - len(set(indexes)) == stats.duplicated
+    # Each swap is one step back in the emitted order, between the two packets it swapped, and nothing else is.
+    backs = [a - b for a, b in itertools.pairwise(indexes) if b < a]
+    assert len(backs) == stats.swapped - held_at_end
+    assert max(backs) < 5  # a held packet overtaken by its next survivor: the next packet, or one after a loss
+
+
+async def test_an_unimpaired_peer_sends_exactly_what_it_sent_before() -> None:
+    group = RtpPeerGroup()
+    # Same seed: same SSRC, first sequence and timestamp. One peer never impaired, one impaired then restored, one
+    # with an impairment that does nothing: all three streams arrive identical, in order, none missing.
+    senders = [await group.create_peer(seed=5) for _ in range(3)]
+    sinks = [await group.create_peer() for _ in range(3)]
+    try:
+        senders[1].impair(Impairment(loss=0.5, jitter_ms=40, seed=1))
+        senders[1].impair(None)
+        senders[2].impair(Impairment())
+        tone = sine_payloads(440)
+        for sender, sink in zip(senders, sinks, strict=True):
+            sender.set_remote(*sink.address)
+            sender.start_sending(lambda n: tone(n) if n < 30 else None)
+        for sink in sinks:
+            await sink.wait_received(30)
+        await asyncio.sleep(0.05)
+    finally:
+        await group.close()
+    streams = [
+        [(p.payload_type, p.sequence, p.timestamp, p.ssrc, p.marker, p.payload) for p in s.received] for s in sinks
+    ]
+    assert len(streams[0]) == 30 and streams[1] == streams[0] and streams[2] == streams[0]
+    assert senders[1].impairment_stats is None
+    stats = senders[2].impairment_stats
+    assert stats is not None and (stats.offered, stats.dropped, stats.datagrams) == (30, 0, 30)
+
+
+async def test_loss_swaps_and_duplicates_arrive_as_the_model_made_them() -> None:
+    group = RtpPeerGroup(tick_ms=5)  # 5 ms packets: 600 of them in 3 s
+    caller, callee = await group.create_peer(seed=3), await group.create_peer(keep_payload=False)
+    caller.impair(Impairment(loss=0.1, reorder=0.05, duplicate=0.05, seed=21))
+    stats = caller.impairment_stats
+    assert stats is not None
+    total = 600
+    try:
+        caller.set_remote(*callee.address)
+        built = itertools.count()  # packets, not slots: a loaded loop skips slots
+        caller.start_sending(lambda n: b"\xff" * 40 if next(built) < total else None, ptime_ms=5)
+        async with asyncio.timeout(15):
+            while caller.sending or len(callee.received) < stats.datagrams:  # noqa: ASYNC110 - polling a recording
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.15)  # a swap still held at the end goes out on its own
+    finally:
+        await group.close()
+    assert stats.offered == total
+    seen, duplicates, reordered = reception(callee.received, caller.initial_sequence)
+    # Loopback loses nothing: what was received is exactly what the model let through ...
+    assert len(seen) == total - stats.dropped and duplicates == stats.duplicated
+    # ... every swap shows as one packet overtaken (one left held past its deadline by a stalled loop goes out on
+    # its own, in order) ...
+    assert stats.swapped - 2 <= reordered <= stats.swapped
+    # ... and the counts follow the probabilities (about 4 sigma of a binomial over 600 packets).
+    assert abs((total - len(seen)) / total - 0.1) < 0.05
+    assert abs(duplicates / len(seen) - 0.05) < 0.04
+    assert abs(stats.swapped / len(seen) - 0.05) < 0.04
+
+
+async def test_jitter_delays_each_packet_and_reorders_the_stream() -> None:
+    group = RtpPeerGroup()
+    caller, callee = await group.create_peer(seed=4), await group.create_peer()
+    caller.impair(Impairment(jitter_ms=60, seed=8))
+    total = 100  # 2 s of 20 ms packets
+    try:
+        caller.set_remote(*callee.address)
+        loop = asyncio.get_running_loop()
+        sent_at: list[float] = []
+
+        def source(n: int) -> bytes | None:
+            sent_at.append(loop.time())
+            return b"\xff" * 160 if len(sent_at) <= total else None
+
+        caller.start_sending(source)
+        await callee.wait_received(total, timeout=10)
+        await asyncio.sleep(0.1)
+    finally:
+        await group.close()
+    stats = caller.impairment_stats
+    assert stats is not None and stats.datagrams == total == len(callee.received)
+    seen, duplicates, reordered = reception(callee.received, caller.initial_sequence)
+    assert len(seen) == total and duplicates == 0
+    # The order the model scheduled (due times) is the order of arrival, up to the loop's timer slack.
+    due = {(seq - caller.initial_sequence) & 0xFFFF: at for seq, at in stats.schedule}
+    planned = sorted(due, key=due.__getitem__)
+    _, _, predicted = reception(
+        [RtpPacket(0.0, ("", 0), 0, (caller.initial_sequence + n) & 0xFFFF, 0, 0, False, b"") for n in planned],
+        caller.initial_sequence,
+    )
+    assert predicted >= 10  # 60 ms of jitter on 20 ms packets reorders a good share of them
+    assert abs(reordered - predicted) <= max(4, predicted // 4)
+    lateness = [p.arrival - due[(p.sequence - caller.initial_sequence) & 0xFFFF] for p in callee.received]
+    assert min(lateness) > -0.002 and sorted(lateness)[len(lateness) // 2] < 0.02
+    delays = [at - sent_at[n] for n, at in due.items()]
+    assert 0 <= min(delays) < 0.01 and 0.05 < max(delays) <= 0.06  # spread over the jitter's 0..60 ms
