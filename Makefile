@@ -9,7 +9,7 @@ LOCAL   := $(VENV)/.stamp-local
 # other flags is never reused.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: all venv local models sipp demo test quick lint typecheck unit bench-media bench-soak bench-impairment bench-latency eval-dialogue clean
+.PHONY: all venv local models sipp demo test quick lint typecheck unit bench-media bench-load bench-soak bench-impairment bench-latency eval-dialogue clean
 
 all: test
 
@@ -67,6 +67,9 @@ quick: $(LOCAL) lint
 
 bench-media: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_media
+
+bench-load: models
+	$(BIN)/python -m tests.bench.bench_load
 
 # SOAK_ARGS="--minutes 5" for a shorter soak than the default 30 minutes of concurrent calls.
 bench-soak: $(STAMP)
