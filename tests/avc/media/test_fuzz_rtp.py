@@ -6,15 +6,13 @@ and parses back to itself; any telephone-event payload or packet sequence gives 
 (never another exception), and a sender's own packets, however duplicated, come back as exactly its digit; any
 SIP INFO body gives a digit or `DtmfError`. The connector neither sends nor reads RTCP (avc.media.stream drops
 payload types 72-76 multiplexed on the RTP port), so RTCP datagrams are fuzzed as RTP input only.
-Seeds are packets of RtpSender/Rfc4733Sender, mutated. `AVC_FUZZ_EXAMPLES` (default 300) sets the examples
-per test; runs are derandomized.
+Seeds are packets of RtpSender/Rfc4733Sender, mutated. `AVC_FUZZ_EXAMPLES` (default 300) sets the examples per
+test; runs are derandomized. The settings and the shared mutators live in tests/support/fuzz.py.
 """
 
 from __future__ import annotations
 
-import os
-
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from avc.media.dtmf import (
@@ -29,15 +27,7 @@ from avc.media.dtmf import (
     parse_dtmf_relay,
 )
 from avc.media.rtp import HEADER_SIZE, RtpError, RtpExtension, RtpPacket, RtpSender, SequenceTracker
-
-EXAMPLES = int(os.environ.get("AVC_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    database=None,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+from tests.support.fuzz import FUZZ, byte_mutants, nasty_text
 
 
 def _seed_packets() -> list[bytes]:
@@ -57,21 +47,9 @@ SEEDS = _seed_packets()
 
 
 @st.composite
-def byte_mutants(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 4))):
-        operation = draw(st.sampled_from(("flip", "set", "truncate", "insert", "delete")))
-        position = draw(st.integers(0, max(len(data) - 1, 0)))
-        if operation == "flip" and data:
-            data[position] ^= 1 << draw(st.integers(0, 7))
-        elif operation == "set" and data:
-            data[position] = draw(st.integers(0, 255))
-        elif operation == "truncate":
-            del data[position:]
-        elif operation == "insert":
-            data[position:position] = draw(st.binary(min_size=1, max_size=8))
-        elif operation == "delete":
-            del data[position : position + draw(st.integers(1, 8))]
+def packet_mutants(draw: st.DrawFn) -> bytes:
+    """A seed packet with byte-level mutations (`byte_mutants`), and often a new first or last octet."""
+    data = bytearray(draw(byte_mutants(SEEDS)))
     # The first octet (version, padding, extension, CSRC count) and the last (pad count) steer the parser.
     if data and draw(st.booleans()):
         data[0] = draw(st.integers(0, 255))
@@ -81,7 +59,7 @@ def byte_mutants(draw: st.DrawFn) -> bytes:
 
 
 hostile_datagrams = (
-    byte_mutants()
+    packet_mutants()
     | st.binary(max_size=80)
     | st.builds(lambda first, rest: bytes([first]) + rest, st.integers(0x80, 0xBF), st.binary(max_size=80))
 )
@@ -223,16 +201,14 @@ def test_a_start_packet_on_an_ended_timestamp_is_a_new_press_for_the_receiver() 
 
 # --- SIP INFO DTMF bodies -------------------------------------------------------------------------------------
 
-nasty_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=20) | st.sampled_from(
-    ["", "5", "#", "*", "10", "16", "0" * 4000, "\u0665", "\uff15", " 1 ", "a", "\x00", "\ud800"]
-)
+hostile_text = nasty_text(["5", "#", "*", "10", "16", "0" * 4000, "\u0665", "\uff15", " 1 ", "a"], max_size=20)
 relay_names = st.sampled_from(["Signal", "signal", "Duration", " DURATION ", "Other", ""])
 relay_values = st.sampled_from(["5", "#", "d", "11", "160", "0", "60000", "60001", "-1", "1e3", "99999999999999999999"])
 relay_lines = st.builds(
     "{}{}{}".format,
-    st.one_of(relay_names, relay_names, relay_names, nasty_text),
+    st.one_of(relay_names, relay_names, relay_names, hostile_text),
     st.sampled_from(["=", "=", " = ", ":", ""]),
-    st.one_of(relay_values, relay_values, relay_values, nasty_text),
+    st.one_of(relay_values, relay_values, relay_values, hostile_text),
 )
 relay_bodies = st.builds(
     lambda lines, separator: separator.join(lines),
@@ -244,8 +220,8 @@ relay_bodies = st.builds(
 @FUZZ
 @given(
     st.sampled_from(["application/dtmf-relay", "APPLICATION/DTMF-RELAY; x=y", "application/dtmf", "text/plain", ""])
-    | nasty_text,
-    relay_bodies | nasty_text | st.text(max_size=MAX_INFO_BODY + 10),
+    | hostile_text,
+    relay_bodies | hostile_text | st.text(max_size=MAX_INFO_BODY + 10),
 )
 @example("application/dtmf-relay", "Signal=" + "0" * 5000)
 @example("application/dtmf-relay", "Signal=5\r\nDuration=" + "9" * 5000)

@@ -3,16 +3,16 @@
 Contract: any bytes either parse into a `UaSessionEvent` or raise `EventError` (never another exception), a
 valid event round-trips its fields, and `EventListener.datagram_received` never raises whatever arrives.
 Seeds are the real datagrams OpenSIPS 3.5.9 sent (tests/support/captures.py), mutated at the byte level and
-at the JSON level. `AVC_FUZZ_EXAMPLES` (default 300) sets the examples per test; runs are derandomized.
+at the JSON level. `AVC_FUZZ_EXAMPLES` (default 300) sets the examples per test; runs are derandomized. The
+settings and the shared mutators live in tests/support/fuzz.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from avc.metrics import Metrics
@@ -27,15 +27,7 @@ from avc.opensips.events import (
     parse_ua_session_event,
 )
 from tests.support.captures import event_datagrams
-
-EXAMPLES = int(os.environ.get("AVC_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    database=None,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+from tests.support.fuzz import FUZZ, byte_mutants, json_bytes, json_scalars, json_values, nasty_text
 
 SEEDS = event_datagrams()
 SEED_MESSAGES: list[dict[str, Any]] = [json.loads(seed) for seed in SEEDS]
@@ -43,50 +35,13 @@ PARAM_NAMES = ("key", "event_type", "entity_type", "status", "reason", "method",
 TOP_NAMES = ("jsonrpc", "method", "params", "id")
 METRICS = Metrics()
 
-# Texts that tend to break decoders: astral and combining characters, lone surrogates (only escaped JSON
-# can carry them), NULs, bidi overrides and CR/LF.
-nasty_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=40) | st.sampled_from(
-    ["", "\x00", "\r\n", "\ud800", "\udfff", "\U0001f4de", "e\u0301", "\u202e", "\ufeff", "\u2028", "0", "-1", "1e9"]
+# Texts that tend to break decoders (with the shared ones: "", NUL, a lone surrogate): the other surrogate half,
+# astral and combining characters, bidi overrides, BOM, line separators and numeric-looking strings.
+hostile_text = nasty_text(
+    ["\r\n", "\udfff", "\U0001f4de", "e\u0301", "\u202e", "\ufeff", "\u2028", "0", "-1", "1e9"], max_size=40
 )
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats()
-    | nasty_text
-    | st.sampled_from([10**400, -(2**63), 2**64, 1.5, 0.0, -0.0, "200", "\u0663", "\uff11\uff10\uff10"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(nasty_text, inner, max_size=4),
-    max_leaves=8,
-)
-
-
-@st.composite
-def byte_mutants(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
-    """A captured datagram with a few byte-level mutations: flips, truncation, insertion, deletion, splicing."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 6))):
-        operation = draw(st.sampled_from(("flip", "set", "truncate", "insert", "delete", "splice", "repeat")))
-        position = draw(st.integers(0, max(len(data) - 1, 0)))
-        if operation == "flip" and data:
-            data[position] ^= 1 << draw(st.integers(0, 7))
-        elif operation == "set" and data:
-            data[position] = draw(st.sampled_from(b'\x00\x80\xff"\\{}[],:\r\n \xc3\xed\xf4'))
-        elif operation == "truncate":
-            del data[position:]
-        elif operation == "insert":
-            data[position:position] = draw(st.binary(min_size=1, max_size=16))
-        elif operation == "delete":
-            del data[position : position + draw(st.integers(1, 32))]
-        elif operation == "splice":
-            other = draw(st.sampled_from(seeds))
-            cut = draw(st.integers(0, len(other)))
-            data = data[:position] + bytearray(other[cut:])
-        elif operation == "repeat":
-            data[position:position] = data[position : position + 8] * draw(st.integers(1, 64))
-    return bytes(data)
+scalars = json_scalars(hostile_text)
+values = json_values(hostile_text)
 
 
 @st.composite
@@ -98,19 +53,18 @@ def json_mutants(draw: st.DrawFn) -> bytes:
         target, names = draw(st.sampled_from(((params, PARAM_NAMES), (message, TOP_NAMES))))
         if not isinstance(target, dict):
             continue
-        name = draw(st.sampled_from(names) | nasty_text)
+        name = draw(st.sampled_from(names) | hostile_text)
         operation = draw(st.sampled_from(("delete", "retype", "huge", "text")))
         if operation == "delete":
             target.pop(name, None)
         elif operation == "retype":
-            target[name] = draw(json_values)
+            target[name] = draw(values)
         elif operation == "huge":
             target[name] = draw(st.sampled_from(("x", "é", "\U0001f4de", "\\"))) * draw(st.integers(1000, 70_000))
         else:
-            target[name] = draw(nasty_text)
+            target[name] = draw(hostile_text)
         params = message.get("params")
-    text = json.dumps(message, ensure_ascii=draw(st.booleans()), allow_nan=True)
-    return text.encode("utf-8", "surrogatepass")
+    return json_bytes(message, ensure_ascii=draw(st.booleans()))
 
 
 hostile_datagrams = (
@@ -118,7 +72,7 @@ hostile_datagrams = (
     | json_mutants()
     | st.binary(max_size=512)
     | st.text(max_size=256).map(str.encode)
-    | st.builds(lambda value: json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass"), json_values)
+    | values.map(json_bytes)
 )
 
 
@@ -149,7 +103,7 @@ def test_any_datagram_parses_or_raises_event_error(datagram: bytes) -> None:
         assert all(isinstance(value, str) for value in (event.method, event.body, event.headers))
 
 
-texts = st.text(max_size=200) | nasty_text
+texts = st.text(max_size=200) | hostile_text
 
 
 @st.composite
@@ -170,7 +124,7 @@ def valid_params(draw: st.DrawFn) -> dict[str, Any]:
     elif extra == "text":
         params["extra_params"] = draw(texts)
     elif extra == "object":
-        params["extra_params"] = draw(st.dictionaries(st.text(max_size=8), json_scalars.filter(_finite), max_size=3))
+        params["extra_params"] = draw(st.dictionaries(st.text(max_size=8), scalars.filter(_finite), max_size=3))
     return params
 
 
@@ -208,7 +162,7 @@ def test_valid_event_round_trips_its_fields(params: dict[str, Any], ascii_only: 
     hostile_datagrams | st.sampled_from(SEEDS),
     st.sampled_from(["127.0.0.1", "10.0.0.9", "::ffff:127.0.0.1", "::1", "fe80::1%eth0", "", "x" * 300])
     | st.integers()
-    | nasty_text,
+    | hostile_text,
     st.integers(-1, 70_000),
     st.sampled_from([None, "127.0.0.1", "::1"]),
     st.booleans(),

@@ -5,14 +5,13 @@ Contract: whatever OpenSIPS (or anything on its port) answers, a command returns
 (`OpenSIPSMI`) does the same for any JSON-RPC `result`. Replies are real datagrams from a UDP server on
 127.0.0.1 and real HTTP responses from a TCP server on 127.0.0.1, seeded with the responses OpenSIPS 3.5.9 sent
 (tests/support/captures.py) and mutated. `AVC_FUZZ_EXAMPLES` (default 300) sets the examples per test; runs are
-derandomized.
+derandomized. The settings and the shared mutators live in tests/support/fuzz.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import threading
@@ -20,20 +19,12 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from avc.opensips.mi import DatagramMI, HttpMI, MIError, MIRemoteError, OpenSIPSMI
 from tests.support.captures import http_body, mi_exchanges
-
-EXAMPLES = int(os.environ.get("AVC_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    database=None,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+from tests.support.fuzz import FUZZ, byte_mutants, json_bytes, json_scalars, json_values, nasty_text
 
 EXCHANGES = mi_exchanges()
 # Captured replies with their id replaced by a marker the fake servers swap for the live request's id.
@@ -48,43 +39,9 @@ CAPTURED_RESULTS: list[Any] = [
 CAPTURED_HTTP = [e.response for e in EXCHANGES if e.transport == "http"]
 SENTINEL = "fuzz-sentinel"
 
-nasty_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=30) | st.sampled_from(
-    ["", "\x00", "\r\n", "\ud800", "\U0001f4de", "OK", "5", "-1", "never"]
-)
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats()
-    | nasty_text
-    | st.sampled_from([10**400, 2**31, 2**64, 1e308, -0.0, "200", "\u0663", "\uff11"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(nasty_text, inner, max_size=4),
-    max_leaves=8,
-)
-
-
-@st.composite
-def byte_mutants(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 5))):
-        operation = draw(st.sampled_from(("flip", "set", "truncate", "insert", "delete", "repeat")))
-        position = draw(st.integers(0, max(len(data) - 1, 0)))
-        if operation == "flip" and data:
-            data[position] ^= 1 << draw(st.integers(0, 7))
-        elif operation == "set" and data:
-            data[position] = draw(st.sampled_from(b'\x00\x80\xff"\\{}[],:\r\n 0-9'))
-        elif operation == "truncate":
-            del data[position:]
-        elif operation == "insert":
-            data[position:position] = draw(st.binary(min_size=1, max_size=16))
-        elif operation == "delete":
-            del data[position : position + draw(st.integers(1, 32))]
-        elif operation == "repeat":
-            data[position:position] = data[position : position + 8] * draw(st.integers(1, 64))
-    return bytes(data)
+hostile_text = nasty_text(["\r\n", "\U0001f4de", "OK", "5", "-1", "never"])
+scalars = json_scalars(hostile_text)
+values = json_values(hostile_text)
 
 
 @st.composite
@@ -93,24 +50,23 @@ def json_replies(draw: st.DrawFn) -> bytes:
     reply: dict[str, Any] = {"jsonrpc": draw(st.sampled_from(["2.0", "2.0", "1.0", 2.0, None]))}
     shape = draw(st.sampled_from(("result", "error", "both", "neither")))
     if shape in ("result", "both"):
-        reply["result"] = draw(st.sampled_from(CAPTURED_RESULTS) | json_values)
+        reply["result"] = draw(st.sampled_from(CAPTURED_RESULTS) | values)
     if shape in ("error", "both"):
         error: Any = {
             "code": draw(st.sampled_from([-32601, -32602, -32000, 404, 500, True, 1.5, "500", None, 2**70])),
-            "message": draw(nasty_text | json_scalars),
+            "message": draw(hostile_text | scalars),
         }
         if draw(st.booleans()):
-            error["data"] = draw(json_values)
+            error["data"] = draw(values)
         if draw(st.booleans()):
-            error = draw(json_values)
+            error = draw(values)
         reply["error"] = error
     id_kind = draw(st.sampled_from(("live", "live", "live", "absent", "other")))
     if id_kind == "other":
-        reply["id"] = draw(json_scalars)
+        reply["id"] = draw(scalars)
     elif id_kind == "live":
         reply["id"] = "__ID__"
-    text = json.dumps(reply, ensure_ascii=draw(st.booleans()), allow_nan=True)
-    return text.replace('"__ID__"', ID_MARKER.decode()).encode("utf-8", "surrogatepass")
+    return json_bytes(reply, ensure_ascii=draw(st.booleans())).replace(b'"__ID__"', ID_MARKER)
 
 
 hostile_replies = (
@@ -118,7 +74,7 @@ hostile_replies = (
     | json_replies()
     | st.sampled_from(CAPTURED_REPLIES)
     | st.binary(max_size=256)
-    | st.builds(lambda value: json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass"), json_values)
+    | values.map(json_bytes)
 )
 
 
@@ -340,7 +296,7 @@ def mutated_results(draw: st.DrawFn) -> Any:
         target = draw(st.sampled_from(containers))
         keys = list(target) if isinstance(target, dict) else list(range(len(target)))
         if keys:
-            target[draw(st.sampled_from(keys))] = draw(json_values)
+            target[draw(st.sampled_from(keys))] = draw(values)
     return result
 
 
@@ -357,7 +313,7 @@ FACADE_CALLS: dict[str, Callable[[OpenSIPSMI], Awaitable[Any]]] = {
 
 
 @FUZZ
-@given(st.sampled_from(sorted(FACADE_CALLS)), mutated_results() | st.sampled_from(CAPTURED_RESULTS) | json_values)
+@given(st.sampled_from(sorted(FACADE_CALLS)), mutated_results() | st.sampled_from(CAPTURED_RESULTS) | values)
 @example("ua_sessions", [{"to_tag": "k", "state": "established"}])
 @example("ua_sessions", [{"to_tag": "k", "state": None}])
 @example("ua_sessions", [{"to_tag": "k", "state": 1e400}])

@@ -4,15 +4,12 @@ Contract: any text either parses into a `SessionDescription` or raises `SdpError
 negotiates or raises `SdpError` (`NoCommonCodec` included); a negotiated offer always yields an answer, which
 is itself a valid SDP without stray CR/LF. Seeds are the offers of the real OpenSIPS 3.5.9 and SIPp captures,
 mutated line by line, token by token and byte by byte. `AVC_FUZZ_EXAMPLES` (default 300) sets the examples per
-test; runs are derandomized.
+test; runs are derandomized. The settings and the shared mutators live in tests/support/fuzz.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from avc.opensips.sdp import (
@@ -26,22 +23,11 @@ from avc.opensips.sdp import (
     negotiate,
     parse_sdp,
 )
-from tests.support.captures import CAPTURE_DIR, event_datagrams, sipp_messages
-
-EXAMPLES = int(os.environ.get("AVC_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    database=None,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+from tests.support.fuzz import FUZZ, all_sipp_messages, any_text, event_param_texts, mutate_lines, nasty_text
 
 
 def _captured_offers() -> list[str]:
-    bodies = {json.loads(datagram)["params"].get("body") or "" for datagram in event_datagrams()}
-    for log in sorted(CAPTURE_DIR.glob("*_sipp_messages.log")):
-        bodies.update(message.body.decode("utf-8", "replace") for message in sipp_messages(log.name))
+    bodies = event_param_texts("body") | {message.body.decode("utf-8", "replace") for message in all_sipp_messages()}
     return sorted(body for body in bodies if body.startswith("v=0"))
 
 
@@ -55,23 +41,8 @@ HAND_OFFERS = [
 ]
 SEEDS = _captured_offers() + HAND_OFFERS
 
-nasty_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=30) | st.sampled_from(
-    [
-        "",
-        " ",
-        "\t",
-        "\r",
-        "\x00",
-        "\x85",
-        "\u2028",
-        "\ud800",
-        "\U0001f4de",
-        "e\u0301",
-        "\ufeff",
-        "\u0663",
-        "\uff11",
-        "/",
-    ]
+hostile_text = nasty_text(
+    [" ", "\t", "\r", "\x85", "\u2028", "\U0001f4de", "e\u0301", "\ufeff", "\u0663", "\uff11", "/"]
 )
 numbers = st.integers(-5, 70_000).map(str) | st.sampled_from(["0", "00", "127", "128", "65535", "65536", "99999"])
 addresses = st.sampled_from(
@@ -100,10 +71,10 @@ def sdp_lines(draw: st.DrawFn) -> str:
     """One SDP line, usually well-formed enough to reach the value parsers."""
     kind = draw(st.sampled_from(("m", "c", "o", "rtpmap", "fmtp", "ptime", "direction", "v", "other", "raw")))
     if kind == "m":
-        media = draw(st.sampled_from(["audio", "AUDIO", "video", "image", "application"]) | nasty_text)
+        media = draw(st.sampled_from(["audio", "AUDIO", "video", "image", "application"]) | hostile_text)
         port = draw(numbers | st.builds("{}/{}".format, numbers, numbers))
         proto = draw(st.sampled_from(["RTP/AVP", "rtp/avp", "RTP/SAVP", "UDP/TLS/RTP/SAVPF", "udptl", "TCP/RTP/AVP"]))
-        formats = draw(st.lists(numbers | st.sampled_from(["t38", "*", "101"]) | nasty_text, max_size=6))
+        formats = draw(st.lists(numbers | st.sampled_from(["t38", "*", "101"]) | hostile_text, max_size=6))
         return f"m={media} {port} {proto} {' '.join(formats)}"
     if kind == "c":
         network = draw(st.sampled_from(["IN", "in", "XX"]))
@@ -119,7 +90,7 @@ def sdp_lines(draw: st.DrawFn) -> str:
         channels = draw(st.sampled_from(["", "/1", "/2", "/0", "/", "/99"]))
         return f"a=rtpmap:{draw(numbers)} {draw(encodings)}/{draw(clock)}{channels}"
     if kind == "fmtp":
-        events = draw(st.sampled_from(["0-15", "0-16", "0-15,32-", "0 - 15", "", "1,2,3", "999-1000"]) | nasty_text)
+        events = draw(st.sampled_from(["0-15", "0-16", "0-15,32-", "0 - 15", "", "1,2,3", "999-1000"]) | hostile_text)
         return f"a=fmtp:{draw(numbers)} {events}"
     if kind == "ptime":
         return f"a=ptime:{draw(st.sampled_from(['20', '20.0', '10', '60', '70', '0', '', 'x', '20.5']) | numbers)}"
@@ -128,38 +99,15 @@ def sdp_lines(draw: st.DrawFn) -> str:
     if kind == "v":
         return "v=" + draw(st.sampled_from(["0", "1", ""]))
     if kind == "other":
-        return f"{draw(st.sampled_from('sitbzkuera'))}={draw(nasty_text)}"
-    return draw(nasty_text)
+        return f"{draw(st.sampled_from('sitbzkuera'))}={draw(hostile_text)}"
+    return draw(hostile_text)
 
 
 @st.composite
 def mutated_offers(draw: st.DrawFn) -> str:
-    """A seed offer with lines dropped, duplicated, swapped, replaced or added, and some characters changed."""
+    """A seed offer mutated line by line (`mutate_lines`, new lines from `sdp_lines`), with any line separator."""
     lines = draw(st.sampled_from(SEEDS)).replace("\r\n", "\n").split("\n")
-    for _ in range(draw(st.integers(1, 6))):
-        operation = draw(st.sampled_from(("drop", "duplicate", "swap", "replace", "insert", "chars", "truncate")))
-        index = draw(st.integers(0, max(len(lines) - 1, 0)))
-        if operation == "drop" and lines:
-            del lines[index]
-        elif operation == "duplicate" and lines:
-            lines.insert(index, lines[index])
-        elif operation == "swap" and len(lines) > 1:
-            other = draw(st.integers(0, len(lines) - 1))
-            lines[index], lines[other] = lines[other], lines[index]
-        elif operation in ("replace", "insert"):
-            line = draw(sdp_lines())
-            if operation == "replace" and lines:
-                lines[index] = line
-            else:
-                lines.insert(index, line)
-        elif operation == "chars" and lines and lines[index]:
-            position = draw(st.integers(0, len(lines[index])))
-            replacement = draw(nasty_text)
-            lines[index] = lines[index][:position] + replacement + lines[index][position + draw(st.integers(0, 3)) :]
-        elif operation == "truncate":
-            lines = lines[: index + 1]
-            if lines:
-                lines[-1] = lines[-1][: draw(st.integers(0, len(lines[-1])))]
+    lines = mutate_lines(draw, lines, sdp_lines(), hostile_text)
     separator = draw(st.sampled_from(("\r\n", "\n", "\r\n", " \n", "\n\n")))
     return separator.join(lines)
 
@@ -167,8 +115,7 @@ def mutated_offers(draw: st.DrawFn) -> str:
 hostile_sdp = (
     mutated_offers()
     | st.lists(sdp_lines(), max_size=12).map(lambda lines: "v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\n" + "\r\n".join(lines))
-    | st.text(max_size=300)
-    | st.binary(max_size=300).map(lambda raw: raw.decode("utf-8", "surrogateescape"))
+    | any_text(max_size=300)
 )
 
 

@@ -4,17 +4,16 @@ Contract: parsing any text yields a result or `SipParseError` (never another exc
 hands on (Call-ID, caller number) carries no control characters where the module promises so; and
 `format_extra_headers` refuses (ValueError) any name or value that could add a header of its own, while what
 it accepts reads back header for header. Seeds are the header blocks of the real OpenSIPS 3.5.9 events and
-SIPp messages. `AVC_FUZZ_EXAMPLES` (default 300) sets the examples per test; runs are derandomized.
+SIPp messages. `AVC_FUZZ_EXAMPLES` (default 300) sets the examples per test; runs are derandomized. The settings
+and the shared mutators live in tests/support/fuzz.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import unicodedata
 
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from avc.opensips.sip import (
@@ -29,24 +28,14 @@ from avc.opensips.sip import (
     split_header_values,
     uri_user,
 )
-from tests.support.captures import CAPTURE_DIR, event_datagrams, sipp_messages
-
-EXAMPLES = int(os.environ.get("AVC_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    database=None,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+from tests.support.fuzz import FUZZ, all_sipp_messages, any_text, event_param_texts, mutate_lines, nasty_text
 
 
 def _captured_blocks() -> list[str]:
-    blocks = {json.loads(datagram)["params"].get("headers") or "" for datagram in event_datagrams()}
-    for log in sorted(CAPTURE_DIR.glob("*_sipp_messages.log")):
-        for message in sipp_messages(log.name):
-            head = message.raw.decode("utf-8", "replace").partition("\r\n\r\n")[0]
-            blocks.add(head.partition("\r\n")[2])  # without the start line, as E_UA_SESSION sends it
+    blocks = event_param_texts("headers")
+    for message in all_sipp_messages():
+        head = message.raw.decode("utf-8", "replace").partition("\r\n\r\n")[0]
+        blocks.add(head.partition("\r\n")[2])  # without the start line, as E_UA_SESSION sends it
     return sorted(block for block in blocks if block)
 
 
@@ -54,8 +43,8 @@ SEEDS = _captured_blocks()
 # RFC 3261 section 25.1 token: what a header name may be.
 RFC3261_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
-nasty_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=30) | st.sampled_from(
-    ["", " ", "\t", "\r", "\n", "\r\n", "\x00", "\x85", "\u2028", "\ud800", "\U0001f4de", "\ufeff", '"', "\\", "<", ">"]
+hostile_text = nasty_text(
+    [" ", "\t", "\r", "\n", "\r\n", "\x85", "\u2028", "\U0001f4de", "\ufeff", '"', "\\", "<", ">"]
 )
 user_parts = st.sampled_from(
     [
@@ -82,30 +71,30 @@ uris = (
         st.sampled_from(["", ";user=phone", ";transport=udp", ";lr;", "?Subject=x"]),
     )
     | st.builds("tel:{}{}".format, user_parts, st.sampled_from(["", ";phone-context=+49", ";"]))
-    | nasty_text
+    | hostile_text
 )
 displays = (
-    st.builds(lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '" ', nasty_text)
+    st.builds(lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '" ', hostile_text)
     | st.sampled_from(['"unterminated ', '"esc\\" ', "Bob ", "", "  ", '"" ', '"a\\'])
-    | nasty_text
+    | hostile_text
 )
 params = st.lists(
     st.sampled_from([";tag=abc", ';tag="q\\"t"', ";tag=", ";tag", ";;", ";=x", ";expires=60", ';tag="open', "x"])
-    | nasty_text.map(lambda text: ";" + text),
+    | hostile_text.map(lambda text: ";" + text),
     max_size=4,
 ).map("".join)
 name_addrs = (
     st.builds("{}<{}>{}".format, displays, uris, params)
     | st.builds("{}{}".format, uris, params)
     | st.builds("{}<{}".format, displays, uris)
-    | nasty_text
+    | hostile_text
 )
 header_names = (
     st.sampled_from(
         ["Call-ID", "i", "I", "From", "f", "To", "t", "P-Asserted-Identity", "X-Orig-Call-ID", "User-Agent", "Via"]
     )
     | st.sampled_from(sorted(COMPACT_FORMS))
-    | nasty_text
+    | hostile_text
 )
 
 
@@ -113,46 +102,21 @@ header_names = (
 def header_lines(draw: st.DrawFn) -> str:
     name = draw(header_names)
     separator = draw(st.sampled_from([": ", ":", " : ", "", "::", ":\t"]))
-    value = draw(name_addrs | st.lists(name_addrs, max_size=3).map(", ".join) | nasty_text)
+    value = draw(name_addrs | st.lists(name_addrs, max_size=3).map(", ".join) | hostile_text)
     line = f"{name}{separator}{value}"
     if draw(st.booleans()):
-        line += draw(st.sampled_from(["\r\n ", "\n\t", "\r\n  "])) + draw(nasty_text)  # a folded continuation
+        line += draw(st.sampled_from(["\r\n ", "\n\t", "\r\n  "])) + draw(hostile_text)  # a folded continuation
     return line
 
 
 @st.composite
 def mutated_blocks(draw: st.DrawFn) -> str:
-    lines = draw(st.sampled_from(SEEDS)).split("\r\n")
-    for _ in range(draw(st.integers(1, 6))):
-        operation = draw(st.sampled_from(("drop", "duplicate", "swap", "replace", "insert", "chars", "blank")))
-        index = draw(st.integers(0, max(len(lines) - 1, 0)))
-        if operation == "drop" and lines:
-            del lines[index]
-        elif operation == "duplicate" and lines:
-            lines.insert(index, lines[index])
-        elif operation == "swap" and len(lines) > 1:
-            other = draw(st.integers(0, len(lines) - 1))
-            lines[index], lines[other] = lines[other], lines[index]
-        elif operation == "replace" and lines:
-            lines[index] = draw(header_lines())
-        elif operation == "insert":
-            lines.insert(index, draw(header_lines()))
-        elif operation == "chars" and lines and lines[index]:
-            position = draw(st.integers(0, len(lines[index])))
-            lines[index] = (
-                lines[index][:position] + draw(nasty_text) + lines[index][position + draw(st.integers(0, 3)) :]
-            )
-        elif operation == "blank":
-            lines.insert(index, draw(st.sampled_from(["", " ", "\t"])))
+    """A seed block mutated line by line (`mutate_lines`, new lines from `header_lines`), with CRLF or LF."""
+    lines = mutate_lines(draw, draw(st.sampled_from(SEEDS)).split("\r\n"), header_lines(), hostile_text)
     return draw(st.sampled_from(["\r\n", "\n", "\r\n"])).join(lines)
 
 
-hostile_blocks = (
-    mutated_blocks()
-    | st.lists(header_lines(), max_size=10).map("\r\n".join)
-    | st.text(max_size=300)
-    | st.binary(max_size=300).map(lambda raw: raw.decode("utf-8", "surrogateescape"))
-)
+hostile_blocks = mutated_blocks() | st.lists(header_lines(), max_size=10).map("\r\n".join) | any_text(max_size=300)
 
 
 def has_control(text: str) -> bool:
@@ -215,21 +179,21 @@ def test_any_name_addr_parses_or_raises_sip_parse_error(value: str) -> None:
 
 
 @FUZZ
-@given(uris | nasty_text)
+@given(uris | hostile_text)
 def test_uri_user_is_none_or_a_clean_user_part(uri: str) -> None:
     user = uri_user(uri)
     assert user is None or (user and user == user.strip() and not has_control(user))
 
 
 @FUZZ
-@given(st.lists(name_addrs, max_size=4).map(", ".join) | nasty_text)
+@given(st.lists(name_addrs, max_size=4).map(", ".join) | hostile_text)
 def test_split_header_values_never_raises(value: str) -> None:
     parts = split_header_values(value)
     assert all(part and part == part.strip() for part in parts)
 
 
 header_values = (
-    st.text(max_size=40) | st.text(st.characters(codec=None, exclude_categories=()), max_size=40) | nasty_text
+    st.text(max_size=40) | st.text(st.characters(codec=None, exclude_categories=()), max_size=40) | hostile_text
 )
 
 
