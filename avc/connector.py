@@ -207,7 +207,7 @@ class Connector:
                 continue
             if session.ended:
                 self.metrics.stranded_sessions.labels("deleted").inc()
-                self._spawn(self._terminate_rejected(session.key))
+                self._spawn(self._end_on_node(session.key))
             elif session.answered:
                 log.warning(
                     "session %s (Call-ID %s) has no call here: a lost connector's; ending it",
@@ -215,7 +215,7 @@ class Connector:
                     session.call_id,
                 )
                 self.metrics.stranded_sessions.labels("ended").inc()
-                self._spawn(self._terminate_rejected(session.key))
+                self._spawn(self._end_on_node(session.key))
             else:
                 unanswered.append(session.key)
         if unanswered:
@@ -296,13 +296,13 @@ class Connector:
         timer = self._rejected.pop(key, None)
         if timer is not None:
             timer.cancel()
-            self._spawn(self._terminate_rejected(key))
+            self._spawn(self._end_on_node(key))
 
-    async def _terminate_rejected(self, key: str) -> None:
+    async def _end_on_node(self, key: str) -> None:
         try:
             await self.mi.ua_session_terminate(key)
         except MIError as exc:
-            log.warning("rejected session %s was not deleted on the node: %s", key, exc)
+            log.warning("session %s was not ended on the node: %s", key, exc)
 
     def _call_ended(self, call: Call) -> None:
         self.calls.pop(call.key, None)
