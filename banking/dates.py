@@ -171,11 +171,16 @@ class _Reader:
             return (2000 + tail[0], tail[1]) if tail is not None else (2000, index + 2)
         if word in _CENTURIES:  # "nineteen eighty five", "nineteen oh five", "twenty twenty"
             century = _CENTURIES[word] * 100
-            if self.word(index + 1) == "hundred":
-                return century, index + 2
-            if self.word(index + 1) in ("oh", "o", "zero") and (unit := self.word(index + 2)) in UNITS:
-                return century + UNITS[unit], index + 3
-            tail = read_under_100(self.tokens, index + 1)
+            index += 1
+            if index < len(self.tokens) and self.tokens[index].text == "-":
+                index += 1  # a recogniser may join a spoken year's halves: "nineteen-eighty", "nineteen-oh-five"
+            if self.word(index) == "hundred":
+                return century, index + 1
+            if self.word(index) in ("oh", "o", "zero"):
+                after = index + 2 if index + 1 < len(self.tokens) and self.tokens[index + 1].text == "-" else index + 1
+                if (unit := self.word(after)) in UNITS:
+                    return century + UNITS[unit], after + 1
+            tail = read_under_100(self.tokens, index)
             if tail is not None and tail[0] >= 10:
                 return century + tail[0], tail[1]
         return None

@@ -19,6 +19,7 @@ MARCH_5_1980 = dt.date(1980, 3, 5)
         "march five nineteen eighty",
         "5th of March 1980",
         "the fifth of march, nineteen eighty",
+        "March 5th, nineteen-eighty.",  # a recogniser joining the year's halves
         "5 March 1980",
         "Mar. 5 1980",
         "03/05/1980",
