@@ -86,7 +86,10 @@ class AsrStream(Protocol):
 class StreamingAsr(Protocol):
     """Speech recognition shared by all calls of a process."""
 
-    def new_stream(self) -> AsrStream: ...
+    def new_stream(self, careful: bool = False) -> AsrStream:
+        """A stream for one caller. `careful`: the answer has a fixed form that one misheard word ruins (a date
+        of birth), so spend more search on it where the engine can (a wider beam); the cost is a little latency."""
+        ...
 
     def close(self) -> None: ...
 

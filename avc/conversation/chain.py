@@ -102,6 +102,7 @@ class ChainApp:
         self._responder: Responder | None = None
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_S * ASR_SAMPLE_RATE / self._frame)))
         self._max_digits: int | None = None
+        self._careful = False  # the answer expected next is a date: decode it with a wider beam
         self._barge_onset: float | None = None
         self._no_input: asyncio.Task[None] | None = None  # armed once the bot has finished a turn
         self.turns: list[dict[str, Any]] = []
@@ -177,7 +178,7 @@ class ChainApp:
                     await self._end_of_turn(TurnTiming(speech_end=self._speech_end_wall, turn_end=time.monotonic()))
 
     def _begin_utterance(self) -> None:
-        self._asr = self._deps.engines.asr.new_stream()
+        self._asr = self._deps.engines.asr.new_stream(careful=self._careful)
         for frame in self._preroll:
             self._asr.feed(frame)
         if self._speculation is not None:
@@ -253,6 +254,7 @@ class ChainApp:
             complete=turn.complete_answer,
         )
         self._max_digits = turn.max_digits
+        self._careful = turn.expect == "date"  # one misheard word fails a caller's verification
         self._speaker = asyncio.create_task(self._speak(turn, timing or TurnTiming(), failure_turn), name="speaker")
 
     def _publish_state(self) -> None:

@@ -201,7 +201,8 @@ class VoskAsr:
             raise ModelIntegrityError(f"vosk could not load a model from {model_dir}") from exc
         self._pool = InferencePool("vosk", options.workers)
 
-    def new_stream(self) -> VoskStream:
+    def new_stream(self, careful: bool = False) -> VoskStream:
+        # Kaldi's streaming decoder has no cheaper/wider switch per utterance: every stream is the same.
         return VoskStream(self._model, self._pool, self.options)
 
     def close(self) -> None:

@@ -33,6 +33,12 @@ _INT16_SCALE: Final = 1.0 / 32768.0
 CPU_COMPUTE_TYPES: Final = ("int8", "int8_float32", "int16", "float32")
 
 
+# A careful stream's beam (a date of birth): greedy decoding turned a synthetic caller's "March fifth, nineteen
+# eighty" into "March the 1980" or "Mark Smith, 1980" in 3 of 5 demo runs; a beam of 5 read both recordings right.
+# On pocketsphinx-testdata through G.711 it keeps WER at 5.4 % for 10-20 % more decoding time.
+CAREFUL_BEAM_SIZE = 5
+
+
 @dataclass(frozen=True, slots=True)
 class WhisperOptions:
     model: str = "whisper-tiny.en"
@@ -70,10 +76,10 @@ class WhisperAsr:
         )
         self._pool = InferencePool("whisper", options.workers)
 
-    def new_stream(self) -> WhisperStream:
-        return WhisperStream(self)
+    def new_stream(self, careful: bool = False) -> WhisperStream:
+        return WhisperStream(self, CAREFUL_BEAM_SIZE if careful else self.options.beam_size)
 
-    def transcribe(self, audio: npt.NDArray[np.float32]) -> AsrResult:
+    def transcribe(self, audio: npt.NDArray[np.float32], beam_size: int | None = None) -> AsrResult:
         """Blocking decode of one utterance of float samples at 16 kHz; run it in the pool."""
         duration = audio.shape[0] / ASR_SAMPLE_RATE
         if duration < self.options.min_utterance_s:
@@ -81,7 +87,7 @@ class WhisperAsr:
         segments, _info = self._model.transcribe(
             audio,
             language="en",
-            beam_size=self.options.beam_size,
+            beam_size=beam_size or self.options.beam_size,
             temperature=0.0,
             condition_on_previous_text=False,
             vad_filter=False,
@@ -99,8 +105,8 @@ class WhisperAsr:
             confidence=math.exp(mean_logprob),
         )
 
-    async def recognize(self, audio: npt.NDArray[np.float32]) -> AsrResult:
-        return await self._pool.run(self.transcribe, audio)
+    async def recognize(self, audio: npt.NDArray[np.float32], beam_size: int | None = None) -> AsrResult:
+        return await self._pool.run(self.transcribe, audio, beam_size)
 
     def close(self) -> None:
         self._pool.close()
@@ -109,8 +115,9 @@ class WhisperAsr:
 class WhisperStream:
     """One caller's utterances: fed on the event loop, decoded in the model's pool."""
 
-    def __init__(self, asr: WhisperAsr) -> None:
+    def __init__(self, asr: WhisperAsr, beam_size: int) -> None:
         self._asr = asr
+        self._beam_size = beam_size
         self._max_samples = int(asr.options.max_utterance_s * ASR_SAMPLE_RATE)
         self._chunks: list[npt.NDArray[np.int16]] = []
         self._samples = 0
@@ -143,7 +150,7 @@ class WhisperStream:
 
     async def update_partial(self) -> str:
         utterance = self._utterance
-        result = await self._asr.recognize(self._audio())
+        result = await self._asr.recognize(self._audio(), self._beam_size)
         if utterance == self._utterance:
             self._partial = result.text
         return self._partial
@@ -155,7 +162,7 @@ class WhisperStream:
         self._partial = ""
         self._utterance += 1
         self._overflow_logged = False
-        return await self._asr.recognize(audio)
+        return await self._asr.recognize(audio, self._beam_size)
 
 
 def load(manifest: Manifest, options: Mapping[str, object]) -> WhisperAsr:
