@@ -251,6 +251,9 @@ async def demo() -> dict[str, Any]:
                 heard = await bot_reply(caller.last_loud_sent, "reply")
                 if step.asked_again is None or step.asked_again not in heard.lower():
                     break
+                # A person asked again says it again, not the same recording: a voice whose one rendering the
+                # recogniser misreads would otherwise fail the same way twice.
+                frames[i] = await say(engines, step.text)
         await caller.call.wait_ended(20.0)
         _say("--- the bot hung up after its goodbye (its BYE reached the caller over SIP) ---\n")
         app = next((c._app for c in connector.calls.values()), None)
