@@ -306,12 +306,13 @@ class Connector:
 
     def _call_ended(self, call: Call) -> None:
         self.calls.pop(call.key, None)
-        if call.outcome.startswith("rejected_"):
-            self._await_rejected_ack(call.key)
-            if call.key in self._rejection_acked:
-                self._rejection_acked.discard(call.key)
-                self._delete_rejected(call.key)
+        acked = call.key in self._rejection_acked
         self._rejection_acked.discard(call.key)
+        if call.outcome.startswith("rejected_"):
+            if acked:  # the caller's ACK beat the call's end: nothing left to wait for
+                self._spawn(self._end_on_node(call.key))
+            else:
+                self._await_rejected_ack(call.key)
         if not self.calls:
             self._idle.set()
         self._remember(call.key)

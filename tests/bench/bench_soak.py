@@ -46,6 +46,7 @@ import numpy as np
 
 from demo.opensips_double import CallGone, CallState, DoubleCall, DoubleUsageError, OpenSIPSDouble, sdp_offer
 from demo.rtp_peer import RtpPeer, RtpPeerGroup, sine_payloads, ulaw_decode
+from tests.bench.bench_media import free_port, scrape
 
 REDIS_PREFIX = "avc:ctx:"  # banking.context.DEFAULT_PREFIX: echo mode writes none, the count must not grow
 TONE_RMS = 1000.0  # the 1 kHz tone is sent at amplitude 8000 (RMS ~5700); comfort silence is ~0
@@ -114,13 +115,6 @@ def tone_frames(payloads: list[bytes]) -> int:
 # -- the connector's process ---------------------------------------------------------------------------------------
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def proc_status(pid: int, name: str) -> int:
     match = re.search(rf"^{name}:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
     return int(match.group(1)) if match else -1
@@ -145,17 +139,6 @@ def start_connector(env: dict[str, str], log_path: str) -> subprocess.Popen[byte
 def http_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def scrape(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 def redis_keys(url: str, pattern: str) -> int | None:
