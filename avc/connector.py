@@ -45,6 +45,7 @@ LIVENESS_TTL = 6
 # An unanswered session this process does not know is looked at again this much later before it is refused: its
 # NEW event may still be on its way to us.
 UNANSWERED_RECHECK = 2.0
+RECHECK_TASK = "refuse-unowned-sessions"
 
 
 def builtin_app_factory(settings: Settings) -> AppFactory:
@@ -219,7 +220,7 @@ class Connector:
             else:
                 unanswered.append(session.key)
         if unanswered:
-            self._spawn(self._refuse_unowned(unanswered))
+            self._spawn(self._refuse_unowned(unanswered), name=RECHECK_TASK)
 
     async def reconcile_before_start(self) -> None:
         """Before start(): end what a lost predecessor left on the node, without waiting for the models to load."""
@@ -322,8 +323,8 @@ class Connector:
         while len(self._recent) > RECENT_KEYS:
             self._recent.popitem(last=False)
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: object, name: str | None = None) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
@@ -362,6 +363,8 @@ class Connector:
                 except MIError as exc:
                     log.warning("node liveness key not removed: %s", exc)
         for side in list(self._side_tasks):
+            if side.get_name() == RECHECK_TASK:
+                side.cancel()  # a stopping node refuses nothing more: its sessions go with it
             with suppress(asyncio.CancelledError):
                 await side
         if self._subscription_task is not None:

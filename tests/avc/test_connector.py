@@ -464,6 +464,7 @@ async def test_opensips_restart_is_detected_and_the_subscription_renewed(
     assert b"avc_opensips_restarts_detected_total 1.0" in connector.metrics.render()
 
 
+@pytest.mark.slow
 async def test_a_call_whose_session_the_restarted_node_lost_ends_when_its_rtp_stops(
     osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
 ) -> None:
@@ -497,6 +498,7 @@ async def test_a_new_raised_while_no_connector_listened_is_refused_and_deleted(
     assert b'avc_stranded_sessions_total{action="refused"} 1.0' in connector.metrics.render()
 
 
+@pytest.mark.slow
 async def test_the_node_is_in_rotation_only_while_its_connector_can_take_calls() -> None:
     async with OpenSIPSDouble(liveness_gate=True) as gated:
         assert gated.options_probe() == 503  # no connector yet

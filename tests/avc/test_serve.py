@@ -116,6 +116,7 @@ async def test_a_bad_setting_stops_start_up_with_a_clear_message() -> None:
     assert b"AVC_MODE='karaoke'" in err
 
 
+@pytest.mark.slow
 async def test_the_callers_of_a_killed_connector_are_hung_up_by_the_next_one_within_5_s() -> None:
     async with OpenSIPSDouble() as osips:
         env = serve_env(osips, free_port(socket.SOCK_STREAM))
