@@ -346,4 +346,5 @@ async def test_jitter_delays_each_packet_and_reorders_the_stream() -> None:
     lateness = [p.arrival - due[(p.sequence - caller.initial_sequence) & 0xFFFF] for p in callee.received]
     assert min(lateness) > -0.002 and sorted(lateness)[len(lateness) // 2] < 0.02
     delays = [at - sent_at[n] for n, at in due.items()]
-    assert 0 <= min(delays) < 0.01 and 0.05 < max(delays) <= 0.06  # spread over the jitter's 0..60 ms
+    # Spread over the jitter's 0..60 ms; the due time is read from the clock a few microseconds after the source ran.
+    assert 0 <= min(delays) < 0.01 and 0.05 < max(delays) <= 0.061
