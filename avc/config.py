@@ -17,6 +17,7 @@ Mode = Literal["echo", "tone", "chain"]
 ResponderName = Literal["repeat", "llm", "banking"]
 LlmProvider = Literal["llama", "openai"]
 TtsProvider = Literal["piper", "elevenlabs"]
+UnderstandingName = Literal["semantic", "rules"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
@@ -28,6 +29,7 @@ _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
     "responder": RESPONDERS,
     "llm_provider": get_args(LlmProvider),
     "tts_provider": get_args(TtsProvider),
+    "understanding": get_args(UnderstandingName),
     "log_level": get_args(LogLevel),
 }
 # Names Python's logging also accepts, kept working: a level is read in any case, and WARN/FATAL are aliases.
@@ -80,7 +82,12 @@ class Settings:
     # The banking responder: reference bank and call records in PostgreSQL, per-call context in Redis.
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    banking_llm: bool = True  # let the LLM understand what the fast path does not
+    banking_llm: bool = True  # let the LLM understand what the rules and the semantic understander do not
+    # "semantic": sentence embeddings against banking/content/*.yaml in a Qdrant index; "rules": the fast path only.
+    understanding: UnderstandingName = "semantic"
+    embed_model: str = "minilm-l6"
+    vectors_path: str = ".vectors"  # the embedded Qdrant's folder (one process at a time)
+    vectors_url: str = ""  # a Qdrant server instead ("http://127.0.0.1:6333"), shared by every node
     # Seconds of silence (no speech, no key) after the bot finished a turn before it asks again; 0 disables.
     no_input_s: float = 8.0
     journal_spool_dir: str = ".spool/journal"  # call records wait here while PostgreSQL is unreachable

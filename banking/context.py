@@ -80,6 +80,7 @@ class CallContext:
     intents: list[str] = field(default_factory=list)  # every request made, for the call record
     seq: int = 0  # next turn number
     transfer_reason: str | None = None
+    offer_reason: str | None = None  # why an agent was offered (OFFER_AGENT): the transfer's reason on a yes
     last_say: str = ""  # kept in memory only (see module docstring)
 
     def to_json(self) -> str:
@@ -103,6 +104,7 @@ class CallContext:
                 "intents": self.intents,
                 "seq": self.seq,
                 "transfer_reason": self.transfer_reason,
+                "offer_reason": self.offer_reason,
             },
             separators=(",", ":"),
         )
@@ -131,6 +133,7 @@ class CallContext:
                 intents=str_list(raw, "intents"),
                 seq=typed(raw, "seq", int),
                 transfer_reason=optional(raw, "transfer_reason", str),
+                offer_reason=optional(raw, "offer_reason", str),  # absent from older contexts
             )
         except ContextError:
             raise

@@ -6,7 +6,8 @@ States (`DialogueState`), in the order a call meets them:
 - AUTH_DOB, then AUTH_FACTOR (last four digits by keypad, or star for a one-time code: AUTH_OTP):
   a mismatch goes back to AUTH_DOB, the third one locks voice verification and transfers;
 - serve: the request, possibly through CHOOSE_CARD (keypad menu), CONFIRM (before a block, and
-  before any card change that only a model understood) or OFFER_AGENT (a returned card);
+  before any card change that only a model understood) or OFFER_AGENT (a returned card, or a question this
+  line cannot serve);
 - WRAP_UP: "anything else?": another request, or goodbye;
 - ENDED: after a goodbye (hang up) or a transfer (asked for, an angry caller, two turns in a row not
   understood or not heard, lockout, unknown caller, bank unreachable). A transfer that fails goes back to
@@ -27,12 +28,13 @@ customers of the calling number (in the bank, so calling again does not help) an
 Dates of birth and digits typed or spoken for verification are read by this module's deterministic
 code only; an `Understander` (which may be an LLM) sees redacted text, never those.
 
-Every utterance is first screened for manipulation (banking/guard.py): such turns get no data and no
-action and count as not understood. Then an `Understander` names the intent; the dialogue alone decides
-what that intent may do, and the backend checks the principal again. Every fact said comes from the
-backend through banking/templates.py. The context is saved after every turn (banking/context.py), and
-every turn and operation is journalled redacted (banking/journal.py).
-"""
+Every utterance is first screened for manipulation (banking/guard.py): such turns get no data and no action
+and count as not understood (so do those the semantic understander reads as manipulation). Then an
+`Understander` names the intent; the dialogue alone decides what that intent may do, and the backend checks
+the principal again. A question the bank's knowledge base answers gets that entry's approved answer, verbatim;
+a request this line cannot serve an honest "I can't do that on this line" with an agent offered. Every fact
+said comes from the backend through banking/templates.py. The context is saved after every turn
+(banking/context.py), and every turn and operation is journalled redacted (banking/journal.py). """
 
 from __future__ import annotations
 
@@ -73,6 +75,7 @@ from banking.journal import (
     caller_turn,
     keypad_turn,
 )
+from banking.knowledge import KnowledgeBase
 from banking.numbers import has_digits
 from banking.redact import redact
 
@@ -82,7 +85,9 @@ MAX_AUTH_FAILURES: Final = 3
 MAX_MISUNDERSTOOD: Final = 2
 MAX_SILENCES: Final = 2  # in a row: the second ends the call
 # After a failed transfer the bot goes on only where it was still able to help.
-_RESUMABLE_TRANSFERS: Final = frozenset({"caller_request", "angry_caller", "not_understood", "undeliverable_card"})
+_RESUMABLE_TRANSFERS: Final = frozenset(
+    {"caller_request", "angry_caller", "not_understood", "undeliverable_card", "out_of_scope"}
+)
 MIN_CONFIDENCE: Final = 0.6
 SURE: Final = 0.9  # below this (a model's reading, not a clear phrasing) a card change is confirmed first
 MAX_TEXT_CHARS: Final = 1000  # longer "utterances" are not speech; the rest is not read
@@ -154,12 +159,14 @@ class Dialogue:
         store: ContextStore,
         journal: Journal | None = None,
         *,
+        knowledge: KnowledgeBase | None = None,
         today: Callable[[], dt.date] = dt.date.today,
         date_order: DateOrder = DateOrder.MDY,
     ) -> None:
         self._call = CallInfo(check_call_id(call.call_id), call.ani, call.b2b_key)
         self._backend = backend
         self._understander = understander
+        self._knowledge = knowledge or KnowledgeBase(())
         self._store = store
         self._journal: Journal = journal or NullJournal()
         self._today = today
@@ -439,6 +446,10 @@ class Dialogue:
     async def _on_understanding(self, understanding: Understanding) -> Reply:
         context = self._context
         intent = understanding.intent
+        if intent is Intent.MANIPULATION:  # read as such by the semantic understander, past the guard's rules
+            log.warning("manipulation attempt (understood as one): no data, no action")
+            await self._audit("screen", "refused", kind="understood", source=understanding.source)
+            return self._misunderstood(templates.REFUSAL)
         if understanding.angry:
             context.intents.append(Intent.AGENT.value)
             return self._transfer("angry_caller", templates.TRANSFER_ANGRY)
@@ -452,6 +463,8 @@ class Dialogue:
         if intent is Intent.SMALL_TALK:  # polite, and neither progress nor a misunderstanding
             prompt = templates.ASK_REQUEST if context.state is DialogueState.LISTEN else self._prompt()
             return self._reply(f"{templates.SMALL_TALK} {prompt}")
+        if intent is Intent.KNOWLEDGE or intent is Intent.OUT_OF_SCOPE:
+            return await self._answer(understanding)
         if intent in SERVICE_INTENTS:
             context.confirm_change = understanding.confidence < SURE
         state = context.state
@@ -477,6 +490,37 @@ class Dialogue:
                 return self._reply(f"{templates.ASK_AGAIN} {question}")
             return await self._on_yes_no(intent is Intent.YES)
         return self._misunderstood()
+
+    async def _answer(self, understanding: Understanding) -> Reply:
+        """A question the knowledge base answers (its approved answer, verbatim), or a request this line
+        cannot serve (said honestly). Either may offer an agent; mid-verification the question asked before
+        is asked again instead."""
+        context = self._context
+        entry = (
+            self._knowledge.answer(understanding.slots.entry or "")
+            if understanding.intent is Intent.KNOWLEDGE
+            else None
+        )
+        if understanding.intent is Intent.KNOWLEDGE and entry is None:
+            log.error("the understander named knowledge entry %r, which is not loaded", understanding.slots.entry)
+            return self._misunderstood()
+        context.misunderstood = 0
+        if entry is not None:
+            await self._audit("knowledge", "answered", entry=entry.id, source=understanding.source)
+            context.intents.append(f"knowledge:{entry.id}")
+            say, offer = entry.answer, entry.offer_agent
+        else:
+            await self._audit("out_of_scope", "declined", source=understanding.source)
+            context.intents.append(Intent.OUT_OF_SCOPE.value)
+            say, offer = templates.OUT_OF_SCOPE, True
+        if context.state not in (DialogueState.LISTEN, DialogueState.WRAP_UP):
+            return self._with_prompt(say)
+        if offer:
+            context.state = DialogueState.OFFER_AGENT
+            context.pending_intent = None
+            context.offer_reason = "out_of_scope"
+            return self._reply(f"{say} {templates.OFFER_AGENT}")
+        return self._wrap_up(say)
 
     async def _change_request(self, intent: Intent) -> Reply:
         """A new request in the middle of another: it replaces the one pending."""
@@ -647,6 +691,7 @@ class Dialogue:
             if templates.needs_agent(shipments):
                 self._context.state = DialogueState.OFFER_AGENT
                 self._context.pending_intent = None
+                self._context.offer_reason = "undeliverable_card"
                 return self._reply(report)
             return self._wrap_up(report)
         if intent is Intent.BALANCE:
@@ -714,8 +759,9 @@ class Dialogue:
     async def _on_yes_no(self, yes: bool) -> Reply:
         context = self._context
         if context.state is DialogueState.OFFER_AGENT:
+            reason, context.offer_reason = context.offer_reason or "undeliverable_card", None
             if yes:
-                return self._transfer("undeliverable_card", templates.TRANSFER)
+                return self._transfer(reason, templates.TRANSFER)
             return self._wrap_up(templates.OKAY)
         card_id, intent = context.chosen_card, context.pending_intent
         if not yes or card_id is None or intent is None:

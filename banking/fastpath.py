@@ -14,6 +14,7 @@ date said out of turn; then small talk said on its own ("hello?", "thank you").
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Final
 
 from banking.dates import DateOrder, parse_date
@@ -128,8 +129,16 @@ def _service_intent(normalized: str) -> Intent | None:
     return found.pop() if len(found) == 1 else None
 
 
-def understand(text: str, expect: Expect = Expect.FREE, order: DateOrder = DateOrder.MDY) -> Understanding | None:
-    """The fast-path reading of one utterance, or None when it needs a smarter understander."""
+def understand(
+    text: str, expect: Expect = Expect.FREE, order: DateOrder = DateOrder.MDY, *, keywords: bool = True
+) -> Understanding | None:
+    """The fast-path reading of one utterance, or None when it needs a smarter understander.
+
+    `keywords=False` keeps only what a rule is certain of (an angry caller, a request for a human, the
+    yes/no, digits or date asked for, a bare answer, small talk said on its own) and leaves goodbye,
+    repeat and the service intents, which one keyword in a sentence may misread, to a reading of the
+    whole sentence.
+    """
     normalized = normalize(text)
     if not normalized:
         return None
@@ -143,12 +152,13 @@ def understand(text: str, expect: Expect = Expect.FREE, order: DateOrder = DateO
         return Understanding(Intent.DIGITS, Slots(digits=digits), EXACT)
     if expect is Expect.DATE and (date := parse_date(text, order)) is not None:
         return Understanding(Intent.DATE, Slots(date=date), EXACT)
-    if _GOODBYE_RE.search(normalized):
-        return Understanding(Intent.GOODBYE, confidence=KEYWORD)
-    if _REPEAT_RE.search(normalized):
-        return Understanding(Intent.REPEAT, confidence=KEYWORD)
-    if (intent := _service_intent(normalized)) is not None:
-        return Understanding(intent, confidence=KEYWORD)
+    if keywords:
+        if _GOODBYE_RE.search(normalized):
+            return Understanding(Intent.GOODBYE, confidence=KEYWORD)
+        if _REPEAT_RE.search(normalized):
+            return Understanding(Intent.REPEAT, confidence=KEYWORD)
+        if (intent := _service_intent(normalized)) is not None:
+            return Understanding(intent, confidence=KEYWORD)
     if (answer := _yes_no(normalized)) is not None:
         return Understanding(answer, confidence=EXACT)
     if (digits := _digits(text, normalized)) is not None:
@@ -161,10 +171,17 @@ def understand(text: str, expect: Expect = Expect.FREE, order: DateOrder = DateO
 
 
 class FastPathUnderstander:
-    """The fast path behind the `Understander` protocol, for chaining in front of an LLM."""
+    """The fast path behind the `Understander` protocol, for chaining in front of slower understanders.
 
-    def __init__(self, order: DateOrder = DateOrder.MDY) -> None:
+    In the product it sits twice in the chain: certain rules only (`keywords=False`) first, then, after
+    the semantic understander has abstained, with its keywords, before the LLM is asked.
+    """
+
+    def __init__(self, order: DateOrder = DateOrder.MDY, *, keywords: bool = True) -> None:
         self._order = order
+        self._keywords = keywords
+        self.name = "keywords" if keywords else "rules"
 
     async def understand(self, text: str, expect: Expect) -> Understanding | None:
-        return understand(text, expect, self._order)
+        understanding = understand(text, expect, self._order, keywords=self._keywords)
+        return None if understanding is None else replace(understanding, source=self.name)

@@ -31,6 +31,9 @@ class Intent(StrEnum):
     REPEAT = "repeat"
     GOODBYE = "goodbye"
     SMALL_TALK = "small_talk"  # a greeting, thanks: answered politely, asks for nothing
+    KNOWLEDGE = "knowledge"  # a question the bank's knowledge base answers (`Slots.entry` names the entry)
+    OUT_OF_SCOPE = "out_of_scope"  # a request this line cannot serve: said honestly, an agent offered
+    MANIPULATION = "manipulation"  # social engineering or prompt injection the guard's rules did not catch
 
 
 # The intents that ask for a banking service; each needs a verified caller.
@@ -61,16 +64,19 @@ class Expect(StrEnum):
 class Slots:
     digits: str | None = None
     date: dt.date | None = None
+    entry: str | None = None  # the knowledge base entry that answers a KNOWLEDGE question
 
 
 @dataclass(frozen=True, slots=True)
 class Understanding:
-    """What one utterance means. `angry`: the caller is angry, whatever they asked: a human should take over."""
+    """What one utterance means. `angry`: the caller is angry, whatever they asked: a human should take over.
+    `source`: which understander answered (fast path, semantic, llm), for the journal and `avc understand`."""
 
     intent: Intent
     slots: Slots = Slots()
     confidence: float = 1.0
     angry: bool = False
+    source: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
@@ -91,11 +97,12 @@ class ChainUnderstander:
     """Asks each understander in turn (fast path first, then slower ones); the first answer wins."""
 
     def __init__(self, understanders: Sequence[Understander]) -> None:
-        self._understanders = tuple(understanders)
+        self.understanders = tuple(understanders)
 
     async def understand(self, text: str, expect: Expect) -> Understanding | None:
-        for understander in self._understanders:
+        for understander in self.understanders:
             understanding = await understander.understand(text, expect)
             if understanding is not None:
                 return understanding
         return None
+

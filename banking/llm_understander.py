@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -238,4 +239,4 @@ class LlmUnderstander:
             understanding.angry if understanding else False,
             (time.monotonic() - began) * 1000,
         )
-        return understanding
+        return None if understanding is None else replace(understanding, source="llm")

@@ -78,6 +78,8 @@ CANCELLED: Final = "Okay, I won't change anything."
 OKAY: Final = "Okay."
 NO_SHIPMENT: Final = "I don't see any card on its way to you."
 NO_TRANSACTIONS: Final = "I don't see any recent transactions on your account."
+OUT_OF_SCOPE: Final = "I'm sorry, I can't do that on this line."
+OFFER_AGENT: Final = "Would you like me to put you through to an agent?"
 UNDELIVERABLE_OFFER: Final = "Would you like me to transfer you to an agent to update your address?"
 RESUMED: Final = "Sorry about that, let's continue."
 

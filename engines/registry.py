@@ -21,11 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
-from engines.base import Llm, StreamingAsr, Tts, Vad
+from engines.base import Embedder, Llm, StreamingAsr, Tts, Vad, VectorStore
 from engines.errors import EngineConfigError
 from engines.manifest import Manifest
 
-Kind = Literal["vad", "asr", "llm", "tts"]
+Kind = Literal["vad", "asr", "llm", "tts", "embed", "vectors"]
+# The four every call's chain needs; sentence embeddings ("embed") and the vector store ("vectors") serve
+# understanding and load on their own (`load_engine`).
 KINDS: Final[tuple[Kind, ...]] = ("vad", "asr", "llm", "tts")
 
 PROVIDERS: Final[Mapping[Kind, Mapping[str, str]]] = {
@@ -33,9 +35,18 @@ PROVIDERS: Final[Mapping[Kind, Mapping[str, str]]] = {
     "asr": {"whisper": "engines.asr.whisper:load", "vosk": "engines.asr.vosk:load"},
     "llm": {"llama": "engines.llm.llama:load", "openai": "engines.llm.openai:load"},
     "tts": {"piper": "engines.tts.piper:load", "elevenlabs": "engines.tts.elevenlabs:load"},
+    "embed": {"minilm": "engines.embed.minilm:load"},
+    "vectors": {"qdrant": "engines.vectors.qdrant:load"},
 }
 
-_PROTOCOLS: Final[Mapping[Kind, type]] = {"vad": Vad, "asr": StreamingAsr, "llm": Llm, "tts": Tts}
+_PROTOCOLS: Final[Mapping[Kind, type]] = {
+    "vad": Vad,
+    "asr": StreamingAsr,
+    "llm": Llm,
+    "tts": Tts,
+    "embed": Embedder,
+    "vectors": VectorStore,
+}
 
 Factory = Callable[[Manifest, Mapping[str, object]], object]
 

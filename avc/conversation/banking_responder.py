@@ -24,12 +24,13 @@ from banking.context import ContextStore, RedisContextStore
 from banking.dates import states_whole_date
 from banking.dialogue import MAX_AUTH_FAILURES, CallInfo, Dialogue, Hangup, Reply, Transfer
 from banking.durable_journal import DurableJournal
-from banking.fastpath import FastPathUnderstander
-from banking.intents import ChainUnderstander, Understander
 from banking.intents import Expect as BankingExpect
+from banking.intents import Understander
 from banking.journal import ABANDONED_OUTCOME, Journal, PgJournal, close_abandoned
+from banking.knowledge import KnowledgeBase
 from banking.llm_understander import LlmUnderstander
 from banking.pg_bank import PgBank
+from banking.understanding import product_chain
 from engines.base import Llm
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class BankingServices:
     store: ContextStore
     journal: Journal
     understander: Understander
+    knowledge: KnowledgeBase
 
     @classmethod
     async def connect(
@@ -152,6 +154,8 @@ class BankingServices:
         metrics: Metrics | None = None,
         node: str | None = None,
         max_call_s: float = 3600.0,
+        semantic: Understander | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> BankingServices:
         pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=8)
         if node is not None:
@@ -162,11 +166,10 @@ class BankingServices:
                 log.warning(
                     "closed %d call record(s) left open by a lost connector (outcome %s)", closed, ABANDONED_OUTCOME
                 )
-        understanders: list[Understander] = [FastPathUnderstander()]
+        model = None
         if llm is not None:
             model = LlmUnderstander(llm)
             await model.warm()
-            understanders.append(model)
         journal: Journal = PgJournal(pool, node=node)
         if spool_dir is not None:
             # Call records never wait for PostgreSQL and survive its outages: queued, spooled to disk, replayed.
@@ -182,12 +185,20 @@ class BankingServices:
             backend=PgBank(pool),
             store=RedisContextStore.from_url(redis_url),
             journal=journal,
-            understander=ChainUnderstander(understanders),
+            understander=product_chain(semantic, model),
+            knowledge=knowledge or KnowledgeBase(()),
         )
 
     def responder_factory(self, metrics: Metrics | None = None) -> ResponderFactory:
         def make(call_id: str, ani: str | None) -> Responder:
-            dialogue = Dialogue(CallInfo(call_id, ani), self.backend, self.understander, self.store, self.journal)
+            dialogue = Dialogue(
+                CallInfo(call_id, ani),
+                self.backend,
+                self.understander,
+                self.store,
+                self.journal,
+                knowledge=self.knowledge,
+            )
             return BankingResponder(dialogue, metrics)
 
         return make

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
@@ -23,6 +23,7 @@ from avc.conversation.prompts import PromptCache
 from avc.conversation.responder import LlmResponder, RepeatResponder, Responder, ResponderFactory
 from avc.media.resample import Resampler
 from avc.metrics import Metrics
+from banking.understanding import Semantic, load_semantic
 from engines.base import Llm, Tts
 from engines.fallback import FallbackLlm, FallbackTts
 from engines.manifest import Manifest
@@ -39,6 +40,22 @@ def engine_config(settings: Settings) -> Mapping[str, object]:
         "llm": {"provider": "llama", "model": settings.llm_model, "n_threads": settings.llm_threads},
         "tts": {"provider": "piper", "model": settings.tts_model},
     }
+
+
+def open_understanding(settings: Settings, manifest: Manifest, *, rebuild: bool = False) -> Semantic:
+    """The semantic understander over the node's vector store (a folder, or a Qdrant server by URL), its index
+    built if missing or stale (seconds); blocking, so call it in a thread."""
+    vectors = {"url": settings.vectors_url} if settings.vectors_url else {"path": settings.vectors_path}
+    semantic = load_semantic(manifest, model=settings.embed_model, vectors=vectors, rebuild=rebuild)
+    index = semantic.index
+    log.info(
+        "semantic understanding ready: %d examples, %d classes in %s (%s)",
+        index.size,
+        len(index.classes),
+        index.collection,
+        "built" if semantic.built else "current",
+    )
+    return semantic
 
 
 def with_cloud_engines(settings: Settings, engines: Engines, manifest: Manifest, metrics: Metrics) -> Engines:
@@ -89,10 +106,13 @@ async def build_chain(settings: Settings, metrics: Metrics, responders: Responde
     manifest = await asyncio.to_thread(Manifest.load, Path(settings.models_dir))
     engines = await asyncio.to_thread(build_engines, engine_config(settings), manifest)
     engines = with_cloud_engines(settings, engines, manifest, metrics)
-    cleanup = None
+    cleanup: Callable[[], Awaitable[None]] | None = None
     if responders is not None:
         factory = responders
     elif settings.responder == "banking":
+        understanding = None
+        if settings.understanding == "semantic":
+            understanding = await asyncio.to_thread(open_understanding, settings, manifest)
         services = await BankingServices.connect(
             settings.pg_dsn,
             settings.redis_url,
@@ -101,8 +121,18 @@ async def build_chain(settings: Settings, metrics: Metrics, responders: Responde
             metrics,
             node=settings.node_id,
             max_call_s=settings.max_duration,
+            semantic=understanding.understander if understanding else None,
+            knowledge=understanding.knowledge if understanding else None,
         )
-        factory, cleanup = services.responder_factory(metrics), services.close
+        factory = services.responder_factory(metrics)
+
+        async def close_banking() -> None:
+            await services.close()
+            if understanding is not None:
+                understanding.close()
+
+        cleanup = close_banking
+
     else:
         factory = responder_factory(settings, engines)
     prompts = PromptCache(engines.tts)

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from avc.config import Settings

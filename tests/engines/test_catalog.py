@@ -21,9 +21,16 @@ def test_weights_are_pinned_to_the_documented_checksum(name: str) -> None:
     assert weights.sha256 == DOCUMENTED_SHA256[name]
 
 
-def test_default_set_is_vad_asr_tts_llm_and_test_speech() -> None:
+def test_default_set_is_vad_embeddings_asr_tts_llm_and_test_speech() -> None:
     defaults = {spec.name for spec in CATALOGUE if spec.default}
-    assert defaults == {"silero-vad", "whisper-tiny.en", "piper-joe-medium", "smollm2-135m", "pocketsphinx-testdata"}
+    assert defaults == {
+        "silero-vad",
+        "minilm-l6",
+        "whisper-tiny.en",
+        "piper-joe-medium",
+        "smollm2-135m",
+        "pocketsphinx-testdata",
+    }
 
 
 def test_split_models_concatenate_parts_in_order() -> None:

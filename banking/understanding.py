@@ -1,0 +1,94 @@
+"""The product's understanding chain, in one place: who is asked, in which order, and why.
+
+1. The rules, certain readings only (`FastPathUnderstander(keywords=False)`): an angry caller, a request
+   for a human, the yes/no, digits or date just asked for, small talk on its own. Microseconds.
+2. The semantic understander (banking/semantic.py): the whole sentence against the designers' examples
+   and the knowledge base's questions. A few milliseconds; abstains when its confidence is low.
+3. The keyword rules (`FastPathUnderstander()`), only once the semantic reading abstained: a keyword never
+   overrides a clearer reading of the whole sentence, but is better than nothing.
+4. The LLM, with its tight time budget, only for what is still not understood.
+
+Without embeddings (`semantic=None`) the chain is the rules with keywords, then the LLM, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, cast
+
+from banking.dates import DateOrder
+from banking.fastpath import FastPathUnderstander
+from banking.intent_catalog import IntentCatalog
+from banking.intents import ChainUnderstander, Understander
+from banking.knowledge import KnowledgeBase
+from banking.semantic import ExampleIndex, SemanticUnderstander
+from engines.base import Embedder, VectorStore
+from engines.manifest import Manifest
+from engines.registry import load_engine
+
+DEFAULT_EMBED_MODEL: Final = "minilm-l6"
+
+
+def product_chain(
+    semantic: Understander | None, llm: Understander | None, order: DateOrder = DateOrder.MDY
+) -> ChainUnderstander:
+    understanders: list[Understander] = []
+    if semantic is not None:
+        understanders += [FastPathUnderstander(order, keywords=False), semantic]
+    understanders.append(FastPathUnderstander(order))
+    if llm is not None:
+        understanders.append(llm)
+    return ChainUnderstander(understanders)
+
+
+def open_index(
+    embedder: Embedder,
+    store: VectorStore,
+    model_id: str,
+    catalog: IntentCatalog | None = None,
+    knowledge: KnowledgeBase | None = None,
+    *,
+    rebuild: bool = False,
+) -> tuple[ExampleIndex, bool]:
+    """The example index over the designers' content, built if missing (or `rebuild`) and its head trained;
+    blocking (it embeds), so run it off the event loop. Returns it and whether it was (re)built."""
+    index = ExampleIndex(embedder, store, catalog or IntentCatalog.load(), knowledge or KnowledgeBase.load(), model_id)
+    built = index.build(force=rebuild)
+    index.train()
+    return index, built
+
+
+@dataclass(frozen=True, slots=True)
+class Semantic:
+    """A ready semantic understander with what it was built from; `close()` releases the vector store."""
+
+    understander: SemanticUnderstander
+    index: ExampleIndex
+    knowledge: KnowledgeBase
+    built: bool  # the index was (re)built at open, rather than found current
+    store: VectorStore
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def load_semantic(
+    manifest: Manifest,
+    *,
+    model: str = DEFAULT_EMBED_MODEL,
+    vectors: Mapping[str, object] | None = None,
+    rebuild: bool = False,
+) -> Semantic:
+    """Load the embedding model and the vector store (`vectors`: the qdrant provider's options; an in-memory
+    store by default, for evaluations), then open the index; blocking, so call it in a thread."""
+    embedder = cast(Embedder, load_engine("embed", {"provider": "minilm", "model": model}, manifest))
+    options = {"path": ":memory:", **(vectors or {}), "provider": "qdrant"}
+    store = cast(VectorStore, load_engine("vectors", options, manifest))
+    try:
+        knowledge = KnowledgeBase.load()
+        index, built = open_index(embedder, store, manifest.entry(model).sha256, knowledge=knowledge, rebuild=rebuild)
+    except BaseException:
+        store.close()
+        raise
+    return Semantic(SemanticUnderstander(index), index, knowledge, built, store)

@@ -1,0 +1,1 @@
+"""Vector stores for retrieval and nearest-example understanding."""
