@@ -1,4 +1,5 @@
-"""`avc` command line: `avc serve` runs a connector node, `avc calls` lists the live calls of a node."""
+"""`avc` command line: `avc serve` runs a connector node, `avc calls` lists the live calls of a node, `avc understand`
+reads utterances as a call would and `avc reindex` rebuilds the understanding index (the designers' tools)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ from contextlib import suppress
 
 from avc.config import ConfigError, Settings, load_settings
 from avc.connector import Connector
+from avc.conversation import understand_tool
 from avc.conversation.chain import chain_factory
 from avc.conversation.engine_setup import build_chain
 from avc.logs import setup_logging
 from avc.metrics import Metrics
 from avc.ops_http import start_http
+from banking.intent_catalog import ContentError
+from banking.intents import Expect
+from engines.errors import EngineError
 
 log = logging.getLogger("avc")
 
@@ -104,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the connector (settings from AVC_* environment variables and .env)")
     calls_p = sub.add_parser("calls", help="list live calls on a running connector")
     calls_p.add_argument("--url", default=None, help="connector HTTP endpoint (default from AVC_HTTP_HOST/PORT)")
+    understand_p = sub.add_parser(
+        "understand", help="read utterances (arguments, or JSON lines on stdin) and print what the line understands"
+    )
+    understand_p.add_argument("text", nargs="*", help="utterances; none: read stdin")
+    understand_p.add_argument(
+        "--expect", default="free", choices=[e.value for e in Expect], help="what the bot had just asked for"
+    )
+    understand_p.add_argument("--llm", action="store_true", help="also ask the LLM (loads it: seconds)")
+    sub.add_parser("reindex", help="rebuild the understanding index from banking/content/*.yaml")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -112,6 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "calls":
         return calls(args.url or f"http://{settings.http_host}:{settings.http_port}")
+    if args.command in ("understand", "reindex"):
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            if args.command == "reindex":
+                return understand_tool.reindex(settings, sys.stdout)
+            return asyncio.run(
+                understand_tool.understand(
+                    settings, args.text, Expect(args.expect), with_llm=args.llm, stdin=sys.stdin, out=sys.stdout
+                )
+            )
+        except (understand_tool.UtteranceError, EngineError, ContentError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     setup_logging(settings.log_level, settings.log_json, settings.extra.get("AVC_LOG_LEVELS", ""))
     with suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))

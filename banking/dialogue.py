@@ -34,7 +34,8 @@ and count as not understood (so do those the semantic understander reads as mani
 the principal again. A question the bank's knowledge base answers gets that entry's approved answer, verbatim;
 a request this line cannot serve an honest "I can't do that on this line" with an agent offered. Every fact
 said comes from the backend through banking/templates.py. The context is saved after every turn
-(banking/context.py), and every turn and operation is journalled redacted (banking/journal.py). """
+(banking/context.py), and every turn and operation is journalled redacted (banking/journal.py).
+"""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ from banking.backend import (
 from banking.context import CallContext, ContextStore, DialogueState, check_call_id
 from banking.dates import DateOrder, parse_date
 from banking.guard import screen
-from banking.intents import SERVICE_INTENTS, Expect, Intent, Understander, Understanding
+from banking.intents import MIN_CONFIDENCE, SERVICE_INTENTS, Expect, Intent, Understander, Understanding
 from banking.journal import (
     AuditEntry,
     Journal,
@@ -88,7 +89,6 @@ MAX_SILENCES: Final = 2  # in a row: the second ends the call
 _RESUMABLE_TRANSFERS: Final = frozenset(
     {"caller_request", "angry_caller", "not_understood", "undeliverable_card", "out_of_scope"}
 )
-MIN_CONFIDENCE: Final = 0.6
 SURE: Final = 0.9  # below this (a model's reading, not a clear phrasing) a card change is confirmed first
 MAX_TEXT_CHARS: Final = 1000  # longer "utterances" are not speech; the rest is not read
 MAX_MENU_CARDS: Final = 9  # one keypad digit each

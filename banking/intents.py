@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Intent(StrEnum):
@@ -35,6 +35,9 @@ class Intent(StrEnum):
     OUT_OF_SCOPE = "out_of_scope"  # a request this line cannot serve: said honestly, an agent offered
     MANIPULATION = "manipulation"  # social engineering or prompt injection the guard's rules did not catch
 
+
+# A reading less sure than this is "not understood", whoever made it.
+MIN_CONFIDENCE: Final = 0.6
 
 # The intents that ask for a banking service; each needs a verified caller.
 SERVICE_INTENTS = frozenset(
@@ -105,4 +108,3 @@ class ChainUnderstander:
             if understanding is not None:
                 return understanding
         return None
-

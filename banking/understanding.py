@@ -17,11 +17,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, cast
 
-from banking.dates import DateOrder
+from banking.dates import DateOrder, parse_date
 from banking.fastpath import FastPathUnderstander
+from banking.guard import screen
 from banking.intent_catalog import IntentCatalog
-from banking.intents import ChainUnderstander, Understander
+from banking.intents import (
+    MIN_CONFIDENCE,
+    ChainUnderstander,
+    Expect,
+    Intent,
+    Slots,
+    Understander,
+    Understanding,
+)
 from banking.knowledge import KnowledgeBase
+from banking.redact import redact
 from banking.semantic import ExampleIndex, SemanticUnderstander
 from engines.base import Embedder, VectorStore
 from engines.manifest import Manifest
@@ -92,3 +102,26 @@ def load_semantic(
         store.close()
         raise
     return Semantic(SemanticUnderstander(index), index, knowledge, built, store)
+
+
+@dataclass(frozen=True, slots=True)
+class Interpretation:
+    """One utterance read as the dialogue reads it: what it means (None: not understood) and who decided."""
+
+    understanding: Understanding | None
+    source: str  # "guard", "dates", an understander's name, or "" when nothing understood it
+
+
+async def interpret(
+    text: str, expect: Expect, understander: Understander, order: DateOrder = DateOrder.MDY
+) -> Interpretation:
+    """The dialogue's reading without a dialogue (`Dialogue._on_text`'s order): the guard's screen, then a date
+    of birth where one was asked, then the understander on the redacted text. For evaluations and tools."""
+    if (kind := screen(text)) is not None:
+        return Interpretation(Understanding(Intent.MANIPULATION, source="guard"), f"guard:{kind.value}")
+    if expect is Expect.DATE and (date := parse_date(text, order)) is not None:
+        return Interpretation(Understanding(Intent.DATE, Slots(date=date), source="dates"), "dates")
+    understanding = await understander.understand(redact(text), expect)
+    if understanding is None or understanding.confidence < MIN_CONFIDENCE:
+        return Interpretation(None, "")
+    return Interpretation(understanding, understanding.source)

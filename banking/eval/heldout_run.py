@@ -31,7 +31,8 @@ Reported per chain ("rules": the fast path alone; "semantic": the product's chai
 `LlmUnderstander` with that model, loaded as banking/eval/run.py loads it, at the end of the chain): accuracy
 overall and per kind, recall per gold intent, the top confusions, which understander answered, the share of
 lines the LLM was consulted for, and the latency of steps 1-3 per line (p50, p95). The last line is one JSON
-object with every figure. """
+object with every figure.
+"""
 
 from __future__ import annotations
 
@@ -47,15 +48,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from banking.dates import DateOrder, parse_date
-from banking.dialogue import MIN_CONFIDENCE
+from banking.dates import DateOrder
 from banking.eval.recording import RecordingLlm
 from banking.eval.run import EVAL_LLM_TIMEOUT_S, EVAL_THREADS, NO_LLM, load_llm
-from banking.guard import screen
 from banking.intents import SERVICE_INTENTS, Expect, Intent, Understander
 from banking.llm_understander import LlmUnderstander
-from banking.redact import redact
-from banking.understanding import load_semantic, product_chain
+from banking.understanding import interpret, load_semantic, product_chain
 from engines.manifest import Manifest
 
 log = logging.getLogger("banking.eval.heldout_run")
@@ -146,22 +144,18 @@ async def classify(
 
 
 async def _read(utterance: Utterance, understander: Understander, date_order: DateOrder) -> tuple[str, bool, str]:
-    text = utterance.text
-    if screen(text) is not None:
-        return SCREENED, False, "guard"
-    if utterance.expect is Expect.DATE and parse_date(text, date_order) is not None:
-        return Intent.DATE.value, False, "dates"
-    understanding = await understander.understand(redact(text), utterance.expect)
-    if understanding is None or understanding.confidence < MIN_CONFIDENCE:
-        return NOT_UNDERSTOOD, False, ""
-    source = understanding.source
-    if understanding.intent is Intent.DATE:
-        return DATE_UNREAD, understanding.angry, source
+    reading = await interpret(utterance.text, utterance.expect, understander, date_order)
+    understanding = reading.understanding
+    if understanding is None:
+        return NOT_UNDERSTOOD, False, reading.source
     if understanding.intent is Intent.MANIPULATION:
-        return SCREENED, False, source
+        return SCREENED, False, reading.source.partition(":")[0]
+    if understanding.intent is Intent.DATE:
+        # Only a date of birth read by the dialogue's own rule counts; an understander's date is not read.
+        return (Intent.DATE.value if reading.source == "dates" else DATE_UNREAD), understanding.angry, reading.source
     if understanding.intent is Intent.KNOWLEDGE:
-        return f"{KNOWLEDGE_PREFIX}{understanding.slots.entry}", understanding.angry, source
-    return understanding.intent.value, understanding.angry, source
+        return f"{KNOWLEDGE_PREFIX}{understanding.slots.entry}", understanding.angry, reading.source
+    return understanding.intent.value, understanding.angry, reading.source
 
 
 def _percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -256,7 +250,7 @@ async def evaluate(
 
 
 def parse_chain(name: str) -> tuple[str, str]:
-    """"rules", "semantic", "rules+MODEL" or "semantic+MODEL" as (base, llm name or "none")."""
+    """ "rules", "semantic", "rules+MODEL" or "semantic+MODEL" as (base, llm name or "none")."""
     base, _, llm_name = name.partition("+")
     if base not in (RULES, SEMANTIC) or (llm_name and llm_name == NO_LLM):
         raise HeldoutError(f"unknown chain {name!r}: rules or semantic, optionally +MODEL")

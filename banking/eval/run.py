@@ -43,13 +43,16 @@ from banking.dialogue import CallInfo, Dialogue, Hangup, Reply, Transfer
 from banking.eval import checks
 from banking.eval.recording import CountingUnderstander, RecordingLlm
 from banking.eval.script import DEFAULT_SET, DialogueSet, Script, load
-from banking.fastpath import FastPathUnderstander
 from banking.intents import ChainUnderstander, Understander
 from banking.journal import PgJournal
+from banking.knowledge import KnowledgeBase
 from banking.llm_understander import LlmUnderstander
 from banking.migrate import DEFAULT_DSN, DSN_ENV, SQL_DIR, migrate
 from banking.pg_bank import PgBank
+from banking.understanding import Semantic, load_semantic, product_chain
 from engines.base import Llm
+from engines.manifest import Manifest
+from engines.registry import load_engine
 
 log = logging.getLogger("banking.eval.run")  # not __name__: that is "__main__" under python -m
 
@@ -171,14 +174,25 @@ def _end(reply: Reply) -> str:
 
 
 async def run_script(
-    harness: Harness, script: Script, today: dt.date, understander: Understander, llm: RecordingLlm | None
+    harness: Harness,
+    script: Script,
+    today: dt.date,
+    understander: Understander,
+    llm: RecordingLlm | None,
+    knowledge: KnowledgeBase | None = None,
 ) -> DialogueResult:
     result = DialogueResult(script)
     await harness.reseed()
     call_id = f"eval-{script.id}-{secrets.token_hex(4)}"
     store = RedisContextStore(harness.redis, prefix=harness.prefix)
     dialogue = Dialogue(
-        CallInfo(call_id, script.ani), harness.bank, understander, store, PgJournal(harness.pool), today=lambda: today
+        CallInfo(call_id, script.ani),
+        harness.bank,
+        understander,
+        store,
+        PgJournal(harness.pool),
+        knowledge=knowledge,
+        today=lambda: today,
     )
     said = list(script.secrets)
     card_entries: list[str] = []
@@ -311,18 +325,23 @@ def summarize(llm_name: str, results: Sequence[DialogueResult], fast: CountingUn
 
 
 def load_llm(name: str, threads: int) -> Llm:
-    """A local model from the manifest. The only place banking loads a model: the connector hands it one."""
-    from engines.manifest import Manifest
-    from engines.registry import load_engine
+    """A local model from the manifest (in the product, the connector hands banking its model)."""
 
     options = {"provider": "llama", "model": name, "n_threads": threads, "n_ctx": N_CTX}
     return cast(Llm, load_engine("llm", options, Manifest.load(MODELS_DIR)))
 
 
 async def evaluate(
-    harness: Harness, dialogue_set: DialogueSet, llm_name: str, threads: int, timeout_s: float
+    harness: Harness,
+    dialogue_set: DialogueSet,
+    llm_name: str,
+    threads: int,
+    timeout_s: float,
+    semantic: Semantic | None = None,
 ) -> dict[str, Any]:
-    fast = CountingUnderstander(FastPathUnderstander())
+    """The dialogues with the product's chain (banking/understanding.py): everything before the LLM counted as
+    "the fast path" (the rules, and the semantic understander when `semantic` is given), then the LLM."""
+    fast = CountingUnderstander(product_chain(semantic.understander if semantic else None, None))
     llm: RecordingLlm | None = None
     understanders: list[Understander] = [fast]
     warmup_s = 0.0
@@ -336,11 +355,15 @@ async def evaluate(
         understanders.append(understander)
     chain = ChainUnderstander(understanders)
     try:
-        results = [await run_script(harness, script, dialogue_set.today, chain, llm) for script in dialogue_set.scripts]
+        results = [
+            await run_script(harness, script, dialogue_set.today, chain, llm, semantic.knowledge if semantic else None)
+            for script in dialogue_set.scripts
+        ]
     finally:
         if llm is not None:
             llm.close()
     summary = summarize(llm_name, results, fast)
+    summary["understanding"] = "semantic" if semantic else "rules"
     summary["load_and_warmup_s"] = round(warmup_s, 2)
     return summary
 
@@ -348,7 +371,8 @@ async def evaluate(
 def report(summary: dict[str, Any]) -> str:
     latency = summary["latency_ms"]
     lines = [
-        f"llm={summary['llm']}: task success {summary['successes']}/{summary['dialogues']} "
+        f"understanding={summary['understanding']} llm={summary['llm']}: "
+        f"task success {summary['successes']}/{summary['dialogues']} "
         f"({summary['task_success']:.1%}), wrong facts {summary['wrong_facts']}, leaks {summary['leaks']}",
         f"  fast path: {summary['fast_path_share']:.1%} of {summary['spoken_turns']} spoken turns needed no LLM "
         f"(fast path understood {summary['fast_path_answered']:.1%} of what it was asked); "
@@ -368,11 +392,18 @@ async def main_async(args: argparse.Namespace) -> int:
     dialogue_set = load(args.set)
     print(f"dialogue set: {len(dialogue_set.scripts)} dialogues from {args.set}, today {dialogue_set.today}")
     summaries = []
-    async with Harness(args.dsn, args.redis) as harness:
-        for llm_name in args.llm:
-            summary = await evaluate(harness, dialogue_set, llm_name, args.threads, args.llm_timeout)
-            print(report(summary), flush=True)
-            summaries.append(summary)
+    semantic = None
+    if args.understanding == "semantic":
+        semantic = await asyncio.to_thread(load_semantic, Manifest.load(MODELS_DIR))
+    try:
+        async with Harness(args.dsn, args.redis) as harness:
+            for llm_name in args.llm:
+                summary = await evaluate(harness, dialogue_set, llm_name, args.threads, args.llm_timeout, semantic)
+                print(report(summary), flush=True)
+                summaries.append(summary)
+    finally:
+        if semantic is not None:
+            semantic.close()
     print(json.dumps({"results": summaries}, separators=(",", ":")))
     bad = any(summary["wrong_facts"] or summary["leaks"] for summary in summaries)
     low = any(summary["task_success"] < args.min_success for summary in summaries)
@@ -383,6 +414,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m banking.eval.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--llm", nargs="+", default=[NO_LLM], help="none, or model names from .models/manifest.json")
     parser.add_argument("--set", type=Path, default=DEFAULT_SET, help="the dialogue set (JSON)")
+    parser.add_argument(
+        "--understanding", choices=("semantic", "rules"), default="semantic", help="the chain before the LLM"
+    )
     parser.add_argument("--dsn", default=os.environ.get(DSN_ENV, DEFAULT_DSN), help="an admin DSN to create the DB")
     parser.add_argument("--redis", default=os.environ.get(REDIS_ENV, DEFAULT_REDIS_URL))
     parser.add_argument("--threads", type=int, default=EVAL_THREADS, help="llama.cpp threads")

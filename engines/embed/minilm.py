@@ -72,13 +72,21 @@ def read_safetensors(path: Path) -> dict[str, npt.NDArray[np.generic]]:
     for name, spec in header.items():
         if name == "__metadata__":
             continue
-        dtype = _SAFETENSORS_DTYPES.get(spec["dtype"])
-        if dtype is None:
-            raise EngineConfigError(f"{path}: tensor {name} has unsupported dtype {spec['dtype']}")
-        start, end = spec["data_offsets"]
-        tensors[name] = np.frombuffer(
-            data, dtype=dtype, count=(end - start) // np.dtype(dtype).itemsize, offset=base + start
-        ).reshape(spec["shape"])
+        try:
+            dtype = _SAFETENSORS_DTYPES.get(spec["dtype"])
+            if dtype is None:
+                raise EngineConfigError(f"{path}: tensor {name} has unsupported dtype {spec['dtype']}")
+            start, end = (int(offset) for offset in spec["data_offsets"])
+            shape = [int(n) for n in spec["shape"]]
+            if not 0 <= start <= end or base + end > len(data):
+                raise EngineConfigError(f"{path}: tensor {name} lies outside the file (truncated?)")
+            if end - start != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+                raise EngineConfigError(f"{path}: tensor {name}'s shape {shape} does not match its data size")
+            tensors[name] = np.frombuffer(
+                data, dtype=dtype, count=(end - start) // np.dtype(dtype).itemsize, offset=base + start
+            ).reshape(shape)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EngineConfigError(f"{path}: tensor {name} is malformed: {type(exc).__name__}: {exc}") from exc
     return tensors
 
 
@@ -204,5 +212,5 @@ class MiniLmEmbedder:
 
 
 def load(manifest: Manifest, raw: Mapping[str, object]) -> MiniLmEmbedder:
-    options = parse_options(MiniLmOptions, raw, "minilm")
+    options = parse_options(MiniLmOptions, raw, "embed minilm")
     return MiniLmEmbedder(manifest.path(options.model), options)

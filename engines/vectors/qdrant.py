@@ -63,7 +63,7 @@ class QdrantStore:
         try:
             client = QdrantClient(path=str(folder))
         except RuntimeError as exc:  # qdrant-client's message for a folder another client holds
-            raise VectorStoreLocked(f"the vector store {folder} is in use by another process ({exc})") from exc
+            raise VectorStoreLocked(f"the vector store {folder} is in use by another store ({exc})") from exc
         return cls(client, str(folder))
 
     def collections(self) -> list[str]:
@@ -142,4 +142,4 @@ class QdrantStore:
 def load(manifest: Manifest, raw: Mapping[str, object]) -> QdrantStore:
     """The registry's factory; the manifest is unused (a store holds no model)."""
     del manifest
-    return QdrantStore.open(parse_options(QdrantOptions, raw, "qdrant"))
+    return QdrantStore.open(parse_options(QdrantOptions, raw, "vectors qdrant"))

@@ -27,6 +27,8 @@ from redis.exceptions import RedisError
 
 from banking.migrate import SQL_DIR, migrate
 from banking.pg_bank import PgBank
+from banking.understanding import Semantic, load_semantic
+from tests.engines.installed import installed_manifest
 from tests.support.captures import events
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -166,3 +168,11 @@ def real_call() -> RealCall:
     match = re.search(r"^Call-ID:\s*(\S+)\r$", params["headers"], re.MULTILINE)
     assert match is not None, "capture 02 has no Call-ID header"
     return RealCall(call_id=match.group(1), b2b_key=params["key"])
+
+
+@pytest.fixture(scope="session")
+def semantic() -> Iterator[Semantic]:
+    """The semantic understander over the shipped content, in an in-memory Qdrant (built once per test run)."""
+    loaded = load_semantic(installed_manifest())
+    yield loaded
+    loaded.close()
