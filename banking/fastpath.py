@@ -135,9 +135,9 @@ def understand(
     """The fast-path reading of one utterance, or None when it needs a smarter understander.
 
     `keywords=False` keeps only what a rule is certain of (an angry caller, a request for a human, the
-    yes/no, digits or date asked for, a bare answer, small talk said on its own) and leaves goodbye,
-    repeat and the service intents, which one keyword in a sentence may misread, to a reading of the
-    whole sentence.
+    yes/no, digits or date asked for, small talk said on its own) and leaves goodbye, repeat, the
+    service intents and answers given out of turn, which one word in a sentence may misread, to a
+    reading of the whole sentence.
     """
     normalized = normalize(text)
     if not normalized:
@@ -152,13 +152,15 @@ def understand(
         return Understanding(Intent.DIGITS, Slots(digits=digits), EXACT)
     if expect is Expect.DATE and (date := parse_date(text, order)) is not None:
         return Understanding(Intent.DATE, Slots(date=date), EXACT)
-    if keywords:
-        if _GOODBYE_RE.search(normalized):
-            return Understanding(Intent.GOODBYE, confidence=KEYWORD)
-        if _REPEAT_RE.search(normalized):
-            return Understanding(Intent.REPEAT, confidence=KEYWORD)
-        if (intent := _service_intent(normalized)) is not None:
-            return Understanding(intent, confidence=KEYWORD)
+    if not keywords:
+        # An answer nobody asked for ("yes, my transactions please") is not certain: the sentence may go on.
+        return Understanding(Intent.SMALL_TALK, confidence=EXACT) if _SMALL_TALK_RE.fullmatch(normalized) else None
+    if _GOODBYE_RE.search(normalized):
+        return Understanding(Intent.GOODBYE, confidence=KEYWORD)
+    if _REPEAT_RE.search(normalized):
+        return Understanding(Intent.REPEAT, confidence=KEYWORD)
+    if (intent := _service_intent(normalized)) is not None:
+        return Understanding(intent, confidence=KEYWORD)
     if (answer := _yes_no(normalized)) is not None:
         return Understanding(answer, confidence=EXACT)
     if (digits := _digits(text, normalized)) is not None:

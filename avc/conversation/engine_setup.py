@@ -29,6 +29,7 @@ from engines.fallback import FallbackLlm, FallbackTts
 from engines.manifest import Manifest
 from engines.registry import Engines, build_engines, load_engine
 from engines.resilience import CircuitBreaker
+from engines.vectors.qdrant import VectorStoreLocked
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,13 @@ def open_understanding(settings: Settings, manifest: Manifest, *, rebuild: bool 
     """The semantic understander over the node's vector store (a folder, or a Qdrant server by URL), its index
     built if missing or stale (seconds); blocking, so call it in a thread."""
     vectors = {"url": settings.vectors_url} if settings.vectors_url else {"path": settings.vectors_path}
-    semantic = load_semantic(manifest, model=settings.embed_model, vectors=vectors, rebuild=rebuild)
+    try:
+        semantic = load_semantic(manifest, model=settings.embed_model, vectors=vectors, rebuild=rebuild)
+    except VectorStoreLocked as exc:
+        # Another process on this machine holds the embedded store (a second node, `avc understand` during
+        # `avc serve`): the same content indexed in memory reads the same, at the cost of seconds at start.
+        log.warning("%s; indexing the same content in memory instead", exc)
+        semantic = load_semantic(manifest, model=settings.embed_model, vectors={"path": ":memory:"})
     index = semantic.index
     log.info(
         "semantic understanding ready: %d examples, %d classes in %s (%s)",

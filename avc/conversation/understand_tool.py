@@ -10,7 +10,7 @@ unless `--llm` is given (it takes seconds to load): a line no other understander
 of the examples as one JSON line, so a designer sees at once whether an edit blurred two intents.
 
 Both open the node's vector store; an embedded store that a running `avc serve` holds is locked, so they
-fall back to a private in-memory index of the same content and say so on stderr.
+fall back to a private in-memory index of the same content (a warning says so).
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -33,7 +31,6 @@ from banking.understanding import Semantic, interpret, product_chain
 from engines.base import Llm
 from engines.manifest import Manifest
 from engines.registry import load_engine
-from engines.vectors.qdrant import VectorStoreLocked
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +61,6 @@ def utterances(args: Sequence[str], expect: Expect, stdin: TextIO) -> Iterator[t
         if not isinstance(text, str):
             raise UtteranceError(f"stdin line {number}: text must be a string")
         yield text, line_expect
-
-
-def open_semantic(settings: Settings, manifest: Manifest, *, rebuild: bool = False) -> Semantic:
-    try:
-        return open_understanding(settings, manifest, rebuild=rebuild)
-    except VectorStoreLocked as exc:
-        print(f"note: {exc}; using a private in-memory index of the same content", file=sys.stderr)
-        return open_understanding(replace(settings, vectors_path=":memory:", vectors_url=""), manifest)
 
 
 async def understand_lines(
@@ -107,7 +96,7 @@ async def understand(
     manifest = await asyncio.to_thread(Manifest.load, Path(settings.models_dir))
     semantic = None
     if settings.understanding == "semantic":
-        semantic = await asyncio.to_thread(open_semantic, settings, manifest)
+        semantic = await asyncio.to_thread(open_understanding, settings, manifest)
     llm: Llm | None = None
     try:
         model = None
@@ -129,7 +118,7 @@ async def understand(
 def reindex(settings: Settings, out: TextIO) -> int:
     manifest = Manifest.load(Path(settings.models_dir))
     began = time.perf_counter()
-    semantic = open_semantic(settings, manifest, rebuild=True)
+    semantic = open_understanding(settings, manifest, rebuild=True)
     try:
         built_s = time.perf_counter() - began
         check = semantic.index.cross_validate()
