@@ -35,10 +35,19 @@ from avc.media.rtp import RtpSender
 from avc.media.stream import MediaParams, RtpStream
 from avc.metrics import Metrics, RtpCounters
 from avc.opensips.events import UaSessionEvent
-from avc.opensips.mi import MIError, OpenSIPSMI
+from avc.opensips.mi import MIError, OpenSIPSMI, UaSessionInfo
 from avc.opensips.mirror import DialogMirror
-from avc.opensips.sdp import Negotiated, NoCommonCodec, SdpError, SessionDescription, build_answer, negotiate, parse_sdp
-from avc.opensips.sip import CallFacts, SipHeaders, SipParseError, call_facts, format_extra_headers
+from avc.opensips.sdp import (
+    Negotiated,
+    NoCommonCodec,
+    SdpError,
+    SessionDescription,
+    build_answer,
+    build_offer,
+    negotiate,
+    parse_sdp,
+)
+from avc.opensips.sip import CallFacts, SipHeaders, SipParseError, call_facts, format_extra_headers, uri_user
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,8 @@ TRANSFER_BYE_GRACE = 5.0
 # A call whose session the node lost (an OpenSIPS restart) ends after this much silence on its RTP, not the usual
 # timeout: the caller hanging up is the only thing that stops RTP, and no BYE will be reported.
 SESSION_LOST_RTP_TIMEOUT = 2.0
+# How long the caller's side has to answer the re-INVITE that takes a stranded call back.
+RECOVERY_ANSWER_TIMEOUT = 4.0
 SIPFRAG_STATUS = re.compile(r"^SIP/2\.0\s+(\d{3})", re.MULTILINE)
 
 
@@ -103,11 +114,21 @@ class Call:
     application (engine chain, echo or tone) and the session's state towards OpenSIPS. The `Connector` creates it
     and delivers its events; the call's own task handles them, and the application's commands, one at a time."""
 
-    def __init__(self, new: UaSessionEvent, services: CallServices, on_end: Callable[[Call], None]) -> None:
+    def __init__(
+        self,
+        new: UaSessionEvent | None,
+        services: CallServices,
+        on_end: Callable[[Call], None],
+        *,
+        stranded: UaSessionInfo | None = None,
+    ) -> None:
+        if (new is None) == (stranded is None):
+            raise ValueError("a call starts from a NEW event or from a stranded session, not both")
         self._new = new
+        self._stranded = stranded  # a session a lost connector left answered on the node: taken back by re-INVITE
         self._svc = services
         self._on_end = on_end
-        self.key = new.key
+        self.key = new.key if new is not None else stranded.key  # type: ignore[union-attr]
         self.state = CallState.ANSWERING
         self.outcome = ""
         self.created = time.time()
@@ -128,6 +149,7 @@ class Call:
         self._transfer_deadline: asyncio.TimerHandle | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._session_lost = False
+        self.recovered = False
         self.rejecting = False
         self.task: asyncio.Task[None] | None = None
 
@@ -201,7 +223,7 @@ class Call:
     async def _run(self) -> None:
         CALL_KEY.set(self.key)
         try:
-            if not await self._answer():
+            if not await (self._answer() if self._stranded is None else self._recover()):
                 return
             while self.state is not CallState.ENDED:
                 item = await self._inbox.get()
@@ -222,8 +244,98 @@ class Call:
         finally:
             await self._release()
 
+    async def _recover(self) -> bool:
+        """Take back a call a lost connector left answered on the node: a re-INVITE moves its media to a port of
+        ours, then the app starts as for a new call (the banking dialogue resumes from its Redis context, with an
+        apology). Anything that goes wrong ends the session with a BYE: never silence."""
+        session = self._stranded
+        assert session is not None
+        self._facts = _facts_of_session(session)
+        CALL_ID.set(self._facts.call_id)
+        self._final_sent = True  # answered long ago: from here on, only a BYE ends it
+        try:
+            self._port = self._acquire_port()
+        except Reject as rej:
+            log.warning("stranded session %s not recovered: %s", self.key, rej)
+            await self._terminate("recovery_refused")
+            return False
+        self._sdp_version += 1
+        offer = build_offer(self._svc.settings.advertised_ip, self._port, self._sdp_session_id, self._sdp_version)
+        try:
+            await self._svc.mi.ua_session_update(self.key, "INVITE", body=offer)
+        except MIError as exc:
+            log.warning("re-INVITE of stranded session %s failed: %s", self.key, exc)
+            self._finish("session_lost")
+            return False
+        answer = await self._await_answer("INVITE", RECOVERY_ANSWER_TIMEOUT)
+        if answer is None:
+            return False  # the caller hung up meanwhile
+        if answer.event_type != "ANSWERED" or not answer.body.strip():
+            log.warning("stranded session %s: re-INVITE answered %s %s", self.key, answer.status, answer.reason)
+            await self._terminate("recovery_failed")
+            return False
+        try:
+            params = self._negotiate(answer.body)
+            self._stream = await self._open_stream(params)
+        except Reject as rej:
+            log.warning("stranded session %s: unusable answer: %s", self.key, rej)
+            await self._terminate("recovery_failed")
+            return False
+        log.info(
+            "recovered call from %s, codec %s, RTP %s:%s -> :%s",
+            _masked(self._facts.ani),
+            params.codec.name,
+            params.remote_addr,
+            params.remote_port,
+            self._port,
+        )
+        self.recovered = True
+        self.answered_at = time.time()
+        self.state = CallState.ACTIVE
+        self.mirror("ai_state", "active")
+        self.mirror("ai_session", f"{self._svc.settings.node_id}/{self.key}")
+        self._svc.metrics.calls_active.inc()
+        self._start_app()
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(self._svc.settings.max_duration, self._expire))
+        return True
+
+    async def _await_answer(self, method: str, within_s: float) -> UaSessionEvent | None:
+        """The reply event to our `method` request, other events kept for later; None when the caller hung up
+        (the call is then finished) and a synthetic 408 REJECTED when nothing came in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        deferred: list[_Item] = []
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    item = await asyncio.wait_for(self._inbox.get(), remaining)
+                except TimeoutError:
+                    break
+                if isinstance(item, UaSessionEvent):
+                    if item.event_type == "TERMINATED":
+                        self._finish("caller_hangup")
+                        return None
+                    if item.method == method and item.event_type in ("ANSWERED", "REJECTED"):
+                        return item
+                deferred.append(item)
+            return UaSessionEvent(
+                key=self.key,
+                event_type="REJECTED",
+                entity_type="UAS",
+                status=408,
+                reason="Request Timeout",
+                method=method,
+                body="",
+                headers="",
+            )
+        finally:
+            for item in deferred:
+                self._inbox.put_nowait(item)
+
     async def _answer(self) -> bool:
         new = self._new
+        assert new is not None
         try:
             self._facts = _facts_of(new)
             CALL_ID.set(self._facts.call_id)
@@ -584,6 +696,20 @@ def _facts_of(event: UaSessionEvent) -> CallFacts:
         return call_facts(SipHeaders.parse(event.headers))
     except SipParseError as exc:
         raise Reject(400, "Bad Request", f"unusable SIP headers: {exc}") from None
+
+
+def _facts_of_session(session: UaSessionInfo) -> CallFacts:
+    """A stranded session's facts, from what `ua_session_list` keeps of its INVITE (no P-Asserted-Identity)."""
+    return CallFacts(
+        call_id=session.call_id,
+        from_uri=session.from_uri,
+        from_tag=session.from_tag or None,
+        to_uri=session.to_uri,
+        ani=uri_user(session.from_uri) if session.from_uri else None,
+        display_name=session.display or None,
+        orig_call_id=None,
+        user_agent=None,
+    )
 
 
 def _transfer_timeout_event(key: str) -> UaSessionEvent:

@@ -96,6 +96,8 @@ class Settings:
     answer_delay_ms: int = 0
     transfer_uri: str = "sip:agents@127.0.0.1"
     node_id: str = "avc-1"
+    # Take back (re-INVITE, then the app resumes) calls a lost connector left answered on the node; off: BYE them.
+    recover_stranded: bool = True
     # Operations.
     http_host: str = "127.0.0.1"
     http_port: int = 9090

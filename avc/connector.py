@@ -22,7 +22,7 @@ from avc.media.ports import PortPool
 from avc.media.rtp import RtpSender
 from avc.metrics import Metrics, RtpCounters
 from avc.opensips.events import EventListener, UaSessionEvent
-from avc.opensips.mi import MIError, OpenSIPSMI, mi_client_from_url
+from avc.opensips.mi import MIError, OpenSIPSMI, UaSessionInfo, mi_client_from_url
 from avc.opensips.mirror import DialogMirror
 from avc.opensips.subscription import EventSubscription
 
@@ -183,14 +183,17 @@ class Connector:
                 log.warning("node liveness key not %s: %s", "refreshed" if self.ready else "removed", exc)
             await asyncio.sleep(LIVENESS_INTERVAL)
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, *, recover_now: bool = True) -> None:
         """Match the sessions the node holds with this process's calls (at start-up and after every subscription).
 
         A session no call owns was stranded: by a crash of the connector before this one (answered: OpenSIPS sends
         BYE when it is ended, instead of the caller hearing silence until the node's one-hour timeout), by a
         rejection nobody deleted (state 7), or by a NEW event raised while nobody was subscribed (refused with 503
-        and deleted, as a NEW over capacity is). A call whose session the node no longer holds (the node restarted)
-        ends as soon as its RTP stops. One connector per node is assumed: its events go to one subscriber.
+        and deleted, as a NEW over capacity is). An answered stranded session is taken back (`AVC_RECOVER_STRANDED`,
+        on by default): a re-INVITE moves its media here and the app picks the conversation up (`Call._recover`);
+        before the app can run (`recover_now=False`) it is left for the next reconcile. A call whose session the
+        node no longer holds (the node restarted) ends as soon as its RTP stops. One connector per node is assumed:
+        its events go to one subscriber.
         """
         try:
             sessions = await self.mi.ua_sessions()
@@ -210,6 +213,11 @@ class Connector:
                 self.metrics.stranded_sessions.labels("deleted").inc()
                 self._spawn(self._end_on_node(session.key))
             elif session.answered:
+                if self.settings.recover_stranded:
+                    if recover_now:
+                        self._recover(session)
+                    # else: left for the reconcile after start(), once the app can talk to the caller
+                    continue
                 log.warning(
                     "session %s (Call-ID %s) has no call here: a lost connector's; ending it",
                     session.key,
@@ -225,7 +233,22 @@ class Connector:
     async def reconcile_before_start(self) -> None:
         """Before start(): end what a lost predecessor left on the node, without waiting for the models to load."""
         self.open_mi()
-        await self.reconcile()
+        await self.reconcile(recover_now=False)
+
+    def _recover(self, session: UaSessionInfo) -> None:
+        if self._services is None or len(self.calls) >= self.settings.max_calls or self.draining:
+            log.warning("stranded session %s cannot be taken back now (no room); ending it", session.key)
+            self.metrics.stranded_sessions.labels("ended").inc()
+            self._spawn(self._end_on_node(session.key))
+            return
+        log.warning(
+            "session %s (Call-ID %s) has no call here: a lost connector's; taking it back", session.key, session.call_id
+        )
+        self.metrics.stranded_sessions.labels("recovered").inc()
+        call = Call(None, self._services, self._call_ended, stranded=session)
+        self.calls[session.key] = call
+        self._idle.clear()
+        call.start()
 
     async def _refuse_unowned(self, keys: list[str]) -> None:
         await asyncio.sleep(UNANSWERED_RECHECK)

@@ -192,6 +192,8 @@ class Dialogue:
                 log.info("resuming the dialogue in state %s", stored.state)
                 if stored.state is DialogueState.ENDED:
                     return Reply("", Expect.NOTHING)
+                # Taken back after a connector was lost mid-call: the record says so, and the call ends for real later.
+                await self._audit("session", "resumed", state=stored.state.value)
                 return await self._respond(self._with_prompt(templates.RESUMED), None, began)
             await self._journal.open(
                 SessionStart(self._context.session_id, self._call.call_id, self._call.b2b_key, self._call.ani)

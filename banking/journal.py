@@ -217,8 +217,9 @@ _SQL: Final[Mapping[RecordKind, str]] = {
     "(id, session_id, operation, auth_level, params, outcome, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
     # GREATEST: a wall clock stepped back between start and end must not break the CHECK on the row.
+    # A row closed as abandoned at a node's start-up is closed again, for real, when a recovered call ends.
     RecordKind.CLOSE: "UPDATE call_sessions SET ended_at = GREATEST(started_at, $2), outcome = $3, auth_level = $4, "
-    "intent = $5, record = $6 WHERE id = $1 AND ended_at IS NULL",
+    "intent = $5, record = $6 WHERE id = $1 AND (ended_at IS NULL OR outcome = 'connector_lost')",
 }
 
 

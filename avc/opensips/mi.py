@@ -550,6 +550,10 @@ class UaSessionInfo:
     state: int
     call_id: str
     last_reply_code: int | None
+    from_uri: str = ""  # the caller's From, tag and display name: enough to address and name a recovered call
+    from_tag: str = ""
+    display: str = ""
+    to_uri: str = ""
 
     @property
     def answered(self) -> bool:
@@ -684,6 +688,10 @@ class OpenSIPSMI:
                         state=state,
                         call_id=str(item.get("callid", "")),
                         last_reply_code=code if isinstance(code, int) else None,
+                        from_uri=str(item.get("from_uri", "")),
+                        from_tag=str(item.get("from_tag", "")),
+                        display=str(item.get("from", "")).strip().strip('"'),
+                        to_uri=str(item.get("to_uri", "")),
                     )
                 )
         return sessions

@@ -39,6 +39,7 @@ ANSWER_PROTO: Final = "RTP/AVP"
 # The RTP sender always packs 20 ms of G.711 (RFC 3551 section 4.5's default), whatever the offer asks.
 SEND_PTIME_MS: Final = 20
 DEFAULT_PTIME_MS: Final = 20
+OFFER_DTMF_PAYLOAD_TYPE: Final = 101  # the dynamic payload type most phones use for telephone-event
 
 _LINE: Final = re.compile(r"([a-z])=(.*)")
 _PORT: Final = re.compile(r"[0-9]{1,5}")
@@ -447,4 +448,35 @@ def build_answer(
             lines.append(f"a=fmtp:{negotiated.dtmf_payload_type} {negotiated.dtmf_fmtp or DEFAULT_DTMF_EVENTS}")
         lines.append(f"a=ptime:{SEND_PTIME_MS}")
         lines.append(f"a={negotiated.local_direction}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def build_offer(local_addr: str, local_port: int, session_id: int, session_version: int) -> str:
+    """A complete SDP offer (CRLF line endings) of every codec we support, then telephone-event, sendrecv.
+
+    Used where we must offer without knowing the other side's SDP: the re-INVITE that takes back a call a
+    lost connector left on the node. The answer is read with `negotiate`, as an offer would be.
+    """
+    try:
+        address = ipaddress.ip_address(local_addr)
+    except ValueError:
+        raise ValueError(f"local_addr {local_addr!r} is not an IP address") from None
+    if not 1 <= local_port <= 65535:
+        raise ValueError(f"local_port {local_port} is not 1-65535")
+    addrtype = "IP4" if address.version == 4 else "IP6"
+    by_name = {rtpmap.encoding: pt for pt, rtpmap in STATIC_PAYLOAD_TYPES.items()}
+    payload_types = [by_name[name] for name in SUPPORTED_CODECS]
+    lines = [
+        "v=0",
+        f"o=avc {session_id} {session_version} IN {addrtype} {address}",
+        "s=avc",
+        f"c=IN {addrtype} {address}",
+        "t=0 0",
+        f"m=audio {local_port} {ANSWER_PROTO} {' '.join(str(pt) for pt in [*payload_types, OFFER_DTMF_PAYLOAD_TYPE])}",
+        *(f"a=rtpmap:{pt} {name}/{G711_CLOCK_RATE}" for pt, name in zip(payload_types, SUPPORTED_CODECS, strict=True)),
+        f"a=rtpmap:{OFFER_DTMF_PAYLOAD_TYPE} {TELEPHONE_EVENT}/{G711_CLOCK_RATE}",
+        f"a=fmtp:{OFFER_DTMF_PAYLOAD_TYPE} {DEFAULT_DTMF_EVENTS}",
+        f"a=ptime:{SEND_PTIME_MS}",
+        f"a={SENDRECV}",
+    ]
     return "\r\n".join(lines) + "\r\n"

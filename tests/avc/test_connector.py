@@ -18,6 +18,7 @@ import pytest
 
 from avc.connector import Connector
 from avc.media.rtp import RtpSender
+from avc.opensips.mi import OpenSIPSMI, mi_client_from_url
 from demo.opensips_double import CallState, DoubleCall, OpenSIPSDouble, Reply, ScriptRefused, sdp_offer
 from demo.rtp_peer import RtpPeer, RtpPeerGroup, build_rtp, parse_dtmf, sine_payloads, ulaw_decode
 from tests.support.chain_node import settings_behind
@@ -584,3 +585,42 @@ async def test_max_duration_hangs_up(osips: OpenSIPSDouble, node: NodeFactory, p
     await call.wait_ended(3.0)
     assert call.terminated_by_app
     await wait_for(lambda: b'avc_calls_total{outcome="max_duration"} 1.0' in connector.metrics.render())
+
+
+async def answered_by_a_lost_connector(osips: OpenSIPSDouble, peer: RtpPeer) -> DoubleCall:
+    """A call some earlier connector answered over MI and then lost (as if killed): nobody owns it now."""
+    orphan = await osips.invite(sdp_offer("127.0.0.1", peer.port))
+    lost = OpenSIPSMI(mi_client_from_url(osips.mi_datagram_uri))
+    try:
+        await lost.ua_session_reply(orphan.key, "INVITE", 200, "OK", body=sdp_offer("127.0.0.1", 7990))
+    finally:
+        await lost.close()
+    assert (await orphan.wait_final(3.0)).code == 200
+    return orphan
+
+
+async def test_a_stranded_call_is_taken_back_by_re_invite_and_its_caller_heard_again(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    peer = await peers.create_peer()
+    orphan = await answered_by_a_lost_connector(osips, peer)
+    connector = await node()  # echo mode
+    reinvite = await orphan.wait_app_request("INVITE", 5.0)
+    await wait_for(lambda: orphan.key in connector.calls and connector.calls[orphan.key].recovered)
+    peer.set_remote(*answer_media(reinvite.body or ""))  # the offer names the new connector's port
+    peer.start_sending(sine_payloads(440.0))
+    await peer.wait_received(10, timeout=3.0)  # echoed back: the caller is heard and hears again
+    assert osips.sessions == [orphan.key] and not orphan.ended
+    assert b'avc_stranded_sessions_total{action="recovered"} 1.0' in connector.metrics.render()
+
+
+async def test_a_stranded_call_whose_re_invite_is_refused_is_ended_with_a_bye(
+    osips: OpenSIPSDouble, node: NodeFactory, peers: RtpPeerGroup
+) -> None:
+    orphan = await answered_by_a_lost_connector(osips, await peers.create_peer())
+    orphan.app_request_replies["INVITE"] = (488, "Not Acceptable Here")
+    connector = await node()
+    await orphan.wait_ended(5.0)
+    assert orphan.terminated_by_app  # a BYE, not silence
+    await wait_for(lambda: not connector.calls)
+    assert b'avc_calls_total{outcome="recovery_failed"} 1.0' in connector.metrics.render()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import urllib.error
@@ -116,10 +118,66 @@ async def test_a_bad_setting_stops_start_up_with_a_clear_message() -> None:
     assert b"AVC_MODE='karaoke'" in err
 
 
+def rtp_packet(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x5EED) + b"\xff" * 160
+
+
+def echoed(caller_port: int, avc_port: int, packets: int = 25) -> int:
+    """RTP sent from the caller's SDP port to the connector's new port; how many came back (echo mode)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", caller_port))
+        sock.settimeout(0.02)
+        got = 0
+        for seq in range(packets * 3):
+            if seq < packets:
+                sock.sendto(rtp_packet(seq), ("127.0.0.1", avc_port))
+            try:
+                while True:
+                    sock.recv(2048)
+                    got += 1
+            except TimeoutError:
+                pass
+        return got
+
+
 @pytest.mark.slow
-async def test_the_callers_of_a_killed_connector_are_hung_up_by_the_next_one_within_5_s() -> None:
+async def test_the_callers_of_a_killed_connector_are_taken_back_by_the_next_one_within_5_s() -> None:
     async with OpenSIPSDouble() as osips:
         env = serve_env(osips, free_port(socket.SOCK_STREAM))
+        first = start_serve(env)
+        try:
+            await osips.wait_subscribed(20.0)
+            calls = [await osips.invite(sdp_offer("127.0.0.1", 6100 + 2 * n)) for n in range(3)]
+            for call in calls:
+                assert (await call.wait_final(5.0)).code == 200
+        finally:
+            first.kill()  # SIGKILL: no drain, no hang-up, its sessions stay on the node
+            first.wait(5)
+        loop = asyncio.get_running_loop()
+        restarted = loop.time()
+        second = start_serve(env)
+        try:
+            reinvites = [await call.wait_app_request("INVITE", 10.0) for call in calls]
+            assert loop.time() - restarted < 5.0  # each caller's media moved to the new connector within 5 s
+            assert sorted(osips.sessions) == sorted(call.key for call in calls)  # nobody was hung up
+            for n, reinvite in enumerate(reinvites):
+                port = int(re.search(r"^m=audio (\d+) ", reinvite.body or "", re.MULTILINE)[1])  # type: ignore[index]
+                assert await asyncio.to_thread(echoed, 6100 + 2 * n, port) > 0  # and the caller is heard again
+            status, body = get(env_metrics_url(env))
+            assert status == 200 and b'avc_stranded_sessions_total{action="recovered"} 3.0' in body
+        finally:
+            second.kill()
+            second.wait(5)
+
+
+def env_metrics_url(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['AVC_HTTP_PORT']}/metrics"
+
+
+@pytest.mark.slow
+async def test_with_recovery_off_the_callers_of_a_killed_connector_are_hung_up_within_5_s() -> None:
+    async with OpenSIPSDouble() as osips:
+        env = {**serve_env(osips, free_port(socket.SOCK_STREAM)), "AVC_RECOVER_STRANDED": "false"}
         first = start_serve(env)
         try:
             await osips.wait_subscribed(20.0)

@@ -25,7 +25,7 @@ from banking.dialogue import CallInfo, Dialogue, Hangup, Reply, Transfer
 from banking.fastpath import FastPathUnderstander
 from banking.guard import screen
 from banking.intents import Expect, Understanding
-from banking.journal import PgJournal
+from banking.journal import PgJournal, close_abandoned
 from banking.pg_bank import PgBank
 from banking.redact import ANSWER_MASK
 from banking.understanding import Semantic, product_chain
@@ -453,8 +453,8 @@ async def test_the_call_goes_on_from_memory_when_redis_is_down(
         await store.close()
 
 
-async def test_a_restarted_process_resumes_the_call_from_redis(
-    make_call: MakeCall, redis_client: aioredis.Redis, redis_prefix: str, real_call: RealCall
+async def test_a_restarted_process_resumes_the_call_from_redis_and_its_record_ends_for_real(
+    make_call: MakeCall, redis_client: aioredis.Redis, redis_prefix: str, real_call: RealCall, pool: asyncpg.Pool
 ) -> None:
     store = RedisContextStore(redis_client, prefix=redis_prefix)
     first = make_call(ALICE_PHONE, store=store)
@@ -463,6 +463,7 @@ async def test_a_restarted_process_resumes_the_call_from_redis(
     await first.verify(WRONG_DOB, ALICE_CARD)  # one failure, remembered
     await first.verify(ALICE_DOB, ALICE_CARD)
     assert await redis_client.ttl(redis_prefix + real_call.call_id) > 0
+    assert await close_abandoned(pool, "another-node", older_than_s=0) >= 1  # the new process's start-up
     second = make_call(ALICE_PHONE, store=store)  # a new process picks the call up
     resumed = await second.start()
     assert resumed.say.startswith(templates.RESUMED)
@@ -471,6 +472,10 @@ async def test_a_restarted_process_resumes_the_call_from_redis(
     assert "your available credit is" in (await second.say("what's my balance")).say
     await second.dialogue.close()
     assert await redis_client.exists(redis_prefix + real_call.call_id) == 0
+    assert ("session", "resumed") in await second.audit()
+    async with pool.acquire() as conn:
+        outcome = await conn.fetchval("SELECT outcome FROM call_sessions WHERE id = $1", second.session_id)
+    assert outcome == "caller_hangup"  # not left as connector_lost: the recovered call ended normally
 
 
 async def test_an_unreachable_bank_transfers_the_caller(make_call: MakeCall, pg_dsn: str) -> None:

@@ -13,6 +13,7 @@ from avc.opensips.sdp import (
     SdpError,
     SessionDescription,
     build_answer,
+    build_offer,
     negotiate,
     parse_sdp,
 )
@@ -444,3 +445,26 @@ def test_sdp_over_16_kib_is_rejected() -> None:
 def test_multicast_ttl_suffix_and_stray_blank_lines_are_tolerated() -> None:
     offer = parse_sdp("\n" + OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 233.252.0.1/127 ").replace("\r\n", "\n\n"))
     assert offer.connection == "233.252.0.1"
+
+
+def test_our_own_offer_lists_every_codec_and_dtmf_and_reads_back() -> None:
+    offer = build_offer("192.0.2.10", 40002, 7, 2)
+    assert offer.endswith("\r\n") and "\n" not in offer.replace("\r\n", "")
+    parsed = parse_sdp(offer)
+    audio = parsed.media[0]
+    assert (audio.port, audio.proto, audio.formats) == (40002, "RTP/AVP", [0, 8, 101])
+    assert parsed.origin is not None and parsed.origin.session_version == "2"
+    mine = negotiate(parsed)  # what a phone answering it would pick first, read as the connector reads answers
+    assert (mine.codec, mine.remote_addr, mine.remote_port, mine.dtmf_payload_type) == (
+        "PCMU",
+        "192.0.2.10",
+        40002,
+        101,
+    )
+    assert mine.local_direction == "sendrecv"
+
+
+@pytest.mark.parametrize(("addr", "port"), [("not-an-ip", 40000), ("192.0.2.1", 0), ("192.0.2.1", 70000)])
+def test_an_offer_is_refused_for_an_unusable_address_or_port(addr: str, port: int) -> None:
+    with pytest.raises(ValueError):
+        build_offer(addr, port, 1, 1)
