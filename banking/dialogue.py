@@ -64,7 +64,15 @@ from banking.backend import (
 from banking.context import CallContext, ContextStore, DialogueState, check_call_id
 from banking.dates import DateOrder, parse_date
 from banking.guard import screen
-from banking.intents import MIN_CONFIDENCE, SERVICE_INTENTS, Expect, Intent, Understander, Understanding
+from banking.intents import (
+    MIN_CONFIDENCE,
+    SERVICE_INTENTS,
+    Expect,
+    Intent,
+    Prefetching,
+    Understander,
+    Understanding,
+)
 from banking.journal import (
     AuditEntry,
     Journal,
@@ -206,6 +214,18 @@ class Dialogue:
             self._context.level = AuthLevel.ANI if candidates else None
             self._context.customer_id = candidates[0] if len(candidates) == 1 else None
             return await self._respond(Reply(templates.greeting(), Expect.FREE), None, began)
+
+    def prefetch(self, text: str) -> None:
+        """The caller may be done: start understanding these words (the speculative transcript) now, as
+        `handle_text` would read them, so a slow understander has a head start. Only what the understander would
+        see is given (redacted; never a date of birth or a secret); nothing is said, recorded or changed."""
+        if not isinstance(self._understander, Prefetching) or len(text) > MAX_TEXT_CHARS:
+            return
+        state = self._context.state
+        if state in (DialogueState.ENDED, DialogueState.AUTH_DOB) or state in _SECRET_STATES or screen(text):
+            return  # read by rules alone, or not read at all
+        expect, _ = self._expect()
+        self._understander.prefetch(redact(text), expect)
 
     async def handle_text(self, text: str, timings: Mapping[str, float] | None = None) -> Reply:
         """One recognised utterance (untrusted) -> what to say and do."""

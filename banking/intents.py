@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 
 class Intent(StrEnum):
@@ -93,6 +93,15 @@ class Understander(Protocol):
         `text` has been screened for manipulation and redacted: card numbers, codes and full dates are
         masked, and answers given while a secret was asked for have every digit masked.
         """
+        ...
+
+
+@runtime_checkable
+class Prefetching(Protocol):
+    """An understander that can start on words before the turn is over (the speculative transcript)."""
+
+    def prefetch(self, text: str, expect: Expect) -> None:
+        """Begin understanding `text` in the background; `understand` of the same text and expect reuses it."""
         ...
 
 

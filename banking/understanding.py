@@ -13,6 +13,7 @@ Without embeddings (`semantic=None`) the chain is the rules with keywords, then 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, cast
@@ -38,11 +39,13 @@ from engines.manifest import Manifest
 from engines.registry import load_engine
 
 DEFAULT_EMBED_MODEL: Final = "minilm-l6"
+SPECULATIONS_KEPT: Final = 16  # in flight at once, across the node's calls
 
 
 def product_chain(
     semantic: Understander | None, llm: Understander | None, order: DateOrder = DateOrder.MDY
 ) -> ChainUnderstander:
+    """The chain in the order of this module's docstring (see `SpeculativeUnderstander` to start it early)."""
     understanders: list[Understander] = []
     if semantic is not None:
         understanders += [FastPathUnderstander(order, keywords=False), semantic]
@@ -125,3 +128,32 @@ async def interpret(
     if understanding is None or understanding.confidence < MIN_CONFIDENCE:
         return Interpretation(None, "")
     return Interpretation(understanding, understanding.source)
+
+
+class SpeculativeUnderstander:
+    """Understands the speculative transcript while the caller's turn is still ending, so that the turn's answer
+    does not wait for a slow understander (the LLM) from the turn's end. Owns the in-flight readings, a few at a
+    time; shared by every call (the same words expecting the same answer read the same, whoever said them)."""
+
+    def __init__(self, inner: Understander, *, keep: int = SPECULATIONS_KEPT) -> None:
+        self._inner = inner
+        self._keep = keep
+        self._pending: dict[tuple[str, Expect], asyncio.Task[Understanding | None]] = {}
+        self.reused = 0  # readings `understand` found already started (for tests and the logs)
+
+    def prefetch(self, text: str, expect: Expect) -> None:
+        key = (text, expect)
+        if key in self._pending or not text.strip():
+            return
+        while len(self._pending) >= self._keep:  # the oldest speculation is the least likely to be asked for
+            oldest = next(iter(self._pending))
+            self._pending.pop(oldest).cancel()
+        task = asyncio.get_running_loop().create_task(self._inner.understand(text, expect))
+        self._pending[key] = task
+
+    async def understand(self, text: str, expect: Expect) -> Understanding | None:
+        task = self._pending.pop((text, expect), None)
+        if task is not None:
+            self.reused += 1
+            return await task
+        return await self._inner.understand(text, expect)

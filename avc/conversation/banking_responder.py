@@ -30,7 +30,7 @@ from banking.journal import ABANDONED_OUTCOME, Journal, PgJournal, close_abandon
 from banking.knowledge import KnowledgeBase
 from banking.llm_understander import LlmUnderstander
 from banking.pg_bank import PgBank
-from banking.understanding import product_chain
+from banking.understanding import SpeculativeUnderstander, product_chain
 from engines.base import Llm
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ class BankingResponder:
 
     async def greet(self) -> BotTurn:
         return bot_turn_from_reply(await self.dialogue.start())
+
+    def prefetch(self, text: str) -> None:
+        self.dialogue.prefetch(text)
 
     async def on_text(self, text: str, timing: TurnTiming) -> BotTurn:
         reply = await self.dialogue.handle_text(text, timing.stages())
@@ -185,7 +188,10 @@ class BankingServices:
             backend=PgBank(pool),
             store=RedisContextStore.from_url(redis_url),
             journal=journal,
-            understander=product_chain(semantic, model),
+            # The LLM gets a head start on the speculative transcript; the rest is fast enough to wait for.
+            understander=SpeculativeUnderstander(product_chain(semantic, model))
+            if model
+            else product_chain(semantic, None),
             knowledge=knowledge or KnowledgeBase(()),
         )
 

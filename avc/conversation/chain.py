@@ -28,7 +28,7 @@ import numpy as np
 
 from avc.app import CallApp, CallControl
 from avc.conversation.prompts import PromptCache
-from avc.conversation.responder import BotTurn, Responder, ResponderFactory, TurnTiming
+from avc.conversation.responder import BotTurn, Responder, ResponderFactory, Speculating, TurnTiming
 from avc.conversation.turns import Signal, TurnDetector, TurnSettings
 from avc.media.audio_format import LINE_RATE as PROMPT_RATE
 from avc.media.dtmf import DtmfEvent
@@ -196,6 +196,9 @@ class ChainApp:
     def _on_speculation(self, task: asyncio.Task[str]) -> None:
         if task is self._speculation and not task.cancelled() and task.exception() is None:
             self._detector.evidence(task.result())
+            # The end of the turn answers these very words: let the responder start understanding them now.
+            if isinstance(self._responder, Speculating) and task.result().strip():
+                self._responder.prefetch(task.result().strip())
 
     async def _end_of_turn(self, timing: TurnTiming) -> None:
         speculation, self._speculation = self._speculation, None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from avc.conversation.sentences import sentences_of
 from engines.base import ChatMessage, Llm
@@ -100,6 +100,13 @@ class Responder(Protocol):
 
     def call_state(self) -> Mapping[str, str]:
         """Facts for operations, mirrored into the edge dialog (e.g. ai_intent, ai_auth_level); no PII."""
+
+
+@runtime_checkable
+class Speculating(Protocol):
+    """A responder that can start on the speculative transcript while the end of the turn is still awaited."""
+
+    def prefetch(self, text: str) -> None: ...
 
 
 ResponderFactory = Callable[[str, str | None], Responder]

@@ -28,7 +28,7 @@ from banking.intents import Expect, Understanding
 from banking.journal import PgJournal, close_abandoned
 from banking.pg_bank import PgBank
 from banking.redact import ANSWER_MASK
-from banking.understanding import Semantic, product_chain
+from banking.understanding import Semantic, SpeculativeUnderstander, product_chain
 from tests.banking.conftest import CapturedSms, RealCall
 
 TODAY = dt.date(2026, 11, 21)
@@ -677,3 +677,23 @@ async def test_manipulation_the_rules_miss_is_refused_when_its_meaning_is_read(u
     assert reply.say.startswith(templates.REFUSAL) and reply.action is None
     assert call.dialogue.context.level is AuthLevel.ANI  # no verification skipped, no data given
     assert await call.audit() == [("screen", "refused")]
+
+
+async def test_the_speculative_transcript_is_understood_early_but_never_a_date_of_birth(
+    bank: PgBank, pool: asyncpg.Pool, real_call: RealCall
+) -> None:
+    speculative = SpeculativeUnderstander(FastPathUnderstander())
+    dialogue = Dialogue(
+        CallInfo(real_call.call_id, ALICE_PHONE, real_call.b2b_key),
+        bank,
+        speculative,
+        MemoryContextStore(),
+        PgJournal(pool),
+        today=lambda: TODAY,
+    )
+    call = Call(dialogue, pool)
+    await call.start()
+    dialogue.prefetch("where is my card")
+    assert (await call.say("where is my card")).say == templates.ASK_DOB and speculative.reused == 1
+    dialogue.prefetch(ALICE_DOB)  # asked for a date of birth: read by the dialogue's own rule, never speculated
+    assert (await call.say(ALICE_DOB)).expect is Expect.DIGITS and speculative.reused == 1
