@@ -128,7 +128,9 @@ class Call:
         self._stranded = stranded  # a session a lost connector left answered on the node: taken back by re-INVITE
         self._svc = services
         self._on_end = on_end
-        self.key = new.key if new is not None else stranded.key  # type: ignore[union-attr]
+        origin = new or stranded
+        assert origin is not None
+        self.key = origin.key
         self.state = CallState.ANSWERING
         self.outcome = ""
         self.created = time.time()
