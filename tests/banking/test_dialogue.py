@@ -651,7 +651,7 @@ async def test_a_request_the_line_cannot_serve_is_declined_honestly_and_a_yes_re
 ) -> None:
     call = understanding_call(ALICE_PHONE)
     await call.start()
-    offer = await call.say("I'd like to apply for a car loan")
+    offer = await call.say("I want to buy some shares on the stock market")
     assert offer.say.endswith(templates.OFFER_AGENT) and offer.expect is Expect.YES_NO
     transfer = transfer_of(await call.say("yes please"))
     assert transfer.reason == "out_of_scope"
@@ -661,7 +661,7 @@ async def test_a_request_the_line_cannot_serve_is_declined_honestly_and_a_yes_re
 async def test_declining_the_agent_after_an_honest_no_goes_on_serving(understanding_call: MakeCall) -> None:
     call = understanding_call(ALICE_PHONE)
     await call.start()
-    await call.say("I'd like to apply for a car loan")
+    await call.say("I want to buy some shares on the stock market")
     reply = await call.say("no thanks")
     assert reply.say == f"{templates.OKAY} {templates.ANYTHING_ELSE}" and reply.action is None
     assert call.dialogue.context.state is DialogueState.WRAP_UP
