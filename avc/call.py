@@ -292,19 +292,40 @@ class Call:
             self._port,
         )
         self.recovered = True
-        self.answered_at = time.time()
-        self.state = CallState.ACTIVE
-        self.mirror("ai_state", "active")
         self.mirror("ai_session", f"{self._svc.settings.node_id}/{self.key}")
-        self._svc.metrics.calls_active.inc()
-        self._start_app()
-        loop = asyncio.get_running_loop()
-        self._timers.append(loop.call_later(self._svc.settings.max_duration, self._expire))
+        self._go_active()
         return True
 
     async def _await_answer(self, method: str, within_s: float) -> UaSessionEvent | None:
-        """The reply event to our `method` request, other events kept for later; None when the caller hung up
-        (the call is then finished) and a synthetic 408 REJECTED when nothing came in time."""
+        """The reply event to our `method` request; None when the caller hung up (the call is then finished) and
+        a synthetic 408 REJECTED when nothing came in time."""
+
+        def wanted(item: _Item) -> bool:
+            return isinstance(item, UaSessionEvent) and (
+                item.event_type == "TERMINATED"
+                or (item.method == method and item.event_type in ("ANSWERED", "REJECTED"))
+            )
+
+        item = await self._wait_for(wanted, within_s)
+        if isinstance(item, UaSessionEvent):
+            if item.event_type == "TERMINATED":
+                self._finish("caller_hangup")
+                return None
+            return item
+        return UaSessionEvent(
+            key=self.key,
+            event_type="REJECTED",
+            entity_type="UAS",
+            status=408,
+            reason="Request Timeout",
+            method=method,
+            body="",
+            headers="",
+        )
+
+    async def _wait_for(self, wanted: Callable[[_Item], bool], within_s: float) -> _Item | None:
+        """The first inbox item `wanted` within `within_s` seconds (None if none came); whatever else arrived
+        meanwhile goes back to the inbox, in order, to be handled once the call is up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         deferred: list[_Item] = []
@@ -313,24 +334,11 @@ class Call:
                 try:
                     item = await asyncio.wait_for(self._inbox.get(), remaining)
                 except TimeoutError:
-                    break
-                if isinstance(item, UaSessionEvent):
-                    if item.event_type == "TERMINATED":
-                        self._finish("caller_hangup")
-                        return None
-                    if item.method == method and item.event_type in ("ANSWERED", "REJECTED"):
-                        return item
+                    return None
+                if wanted(item):
+                    return item
                 deferred.append(item)
-            return UaSessionEvent(
-                key=self.key,
-                event_type="REJECTED",
-                entity_type="UAS",
-                status=408,
-                reason="Request Timeout",
-                method=method,
-                body="",
-                headers="",
-            )
+            return None
         finally:
             for item in deferred:
                 self._inbox.put_nowait(item)
@@ -369,6 +377,11 @@ class Call:
             log.warning("200 OK for the INVITE failed: %s", exc)
             self._finish("answer_failed")
             return False
+        self._go_active()
+        return True
+
+    def _go_active(self) -> None:
+        """The call is up (answered, or taken back): count it, start its app and its duration limit."""
         self.answered_at = time.time()
         self.state = CallState.ACTIVE
         self.mirror("ai_state", "active")
@@ -376,7 +389,6 @@ class Call:
         self._start_app()
         loop = asyncio.get_running_loop()
         self._timers.append(loop.call_later(self._svc.settings.max_duration, self._expire))
-        return True
 
     async def _ring_then_wait(self) -> bool:
         """Optional ringing before the answer; a CANCEL during it ends the call with 487."""
@@ -384,27 +396,19 @@ class Call:
         if delay <= 0:
             return True
         await self._reply("INVITE", 180, "Ringing")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + delay
-        deferred: list[_Item] = []
-        try:
-            while (remaining := deadline - loop.time()) > 0:
-                try:
-                    item = await asyncio.wait_for(self._inbox.get(), remaining)
-                except TimeoutError:
-                    break
-                if isinstance(item, UaSessionEvent) and item.event_type == "TERMINATED":
-                    await self._on_terminated(item)
-                    return False
-                if isinstance(item, _Hangup):
-                    await self._reject(480, "Temporarily Unavailable")
-                    return False
-                deferred.append(item)
-            return True
-        finally:
-            # Anything else that arrived while ringing is handled once the call is up, in order.
-            for item in deferred:
-                self._inbox.put_nowait(item)
+        item = await self._wait_for(
+            lambda item: (
+                isinstance(item, _Hangup) or (isinstance(item, UaSessionEvent) and item.event_type == "TERMINATED")
+            ),
+            delay,
+        )
+        if isinstance(item, UaSessionEvent):
+            await self._on_terminated(item)
+            return False
+        if isinstance(item, _Hangup):
+            await self._reject(480, "Temporarily Unavailable")
+            return False
+        return True
 
     def _negotiate(self, body: str) -> MediaParams:
         if not body.strip():
