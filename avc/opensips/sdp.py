@@ -404,6 +404,22 @@ def _check_answer_inputs(
         raise ValueError(f"dtmf_fmtp {negotiated.dtmf_fmtp!r} is not an RFC 4733 event list")
 
 
+def _session_lines(local_addr: str, session_id: int, session_version: int) -> list[str]:
+    """The session-level lines every SDP of ours starts with; ValueError when `local_addr` is no IP address."""
+    try:
+        address = ipaddress.ip_address(local_addr)
+    except ValueError:
+        raise ValueError(f"local_addr {local_addr!r} is not an IP address") from None
+    addrtype = "IP4" if address.version == 4 else "IP6"
+    return [
+        "v=0",
+        f"o=avc {session_id} {session_version} IN {addrtype} {address}",
+        "s=avc",
+        f"c=IN {addrtype} {address}",
+        "t=0 0",
+    ]
+
+
 def build_answer(
     offer: SessionDescription,
     negotiated: Negotiated,
@@ -419,19 +435,8 @@ def build_answer(
     caller, which owns the dialog, passes it in. Raises ValueError for arguments that cannot make
     a valid answer.
     """
-    try:
-        address = ipaddress.ip_address(local_addr)
-    except ValueError:
-        raise ValueError(f"local_addr {local_addr!r} is not an IP address") from None
+    lines = _session_lines(local_addr, session_id, session_version)
     _check_answer_inputs(offer, negotiated, local_port, session_id, session_version)
-    addrtype = "IP4" if address.version == 4 else "IP6"
-    lines = [
-        "v=0",
-        f"o=avc {session_id} {session_version} IN {addrtype} {address}",
-        "s=avc",
-        f"c=IN {addrtype} {address}",
-        "t=0 0",
-    ]
     for index, media in enumerate(offer.media):
         if index != negotiated.media_index:
             # RFC 4566 wants at least one format even on a rejected line; a hand-built offer may lack tokens.
@@ -457,21 +462,12 @@ def build_offer(local_addr: str, local_port: int, session_id: int, session_versi
     Used where we must offer without knowing the other side's SDP: the re-INVITE that takes back a call a
     lost connector left on the node. The answer is read with `negotiate`, as an offer would be.
     """
-    try:
-        address = ipaddress.ip_address(local_addr)
-    except ValueError:
-        raise ValueError(f"local_addr {local_addr!r} is not an IP address") from None
+    lines = _session_lines(local_addr, session_id, session_version)
     if not 1 <= local_port <= 65535:
         raise ValueError(f"local_port {local_port} is not 1-65535")
-    addrtype = "IP4" if address.version == 4 else "IP6"
     by_name = {rtpmap.encoding: pt for pt, rtpmap in STATIC_PAYLOAD_TYPES.items()}
     payload_types = [by_name[name] for name in SUPPORTED_CODECS]
-    lines = [
-        "v=0",
-        f"o=avc {session_id} {session_version} IN {addrtype} {address}",
-        "s=avc",
-        f"c=IN {addrtype} {address}",
-        "t=0 0",
+    lines += [
         f"m=audio {local_port} {ANSWER_PROTO} {' '.join(str(pt) for pt in [*payload_types, OFFER_DTMF_PAYLOAD_TYPE])}",
         *(f"a=rtpmap:{pt} {name}/{G711_CLOCK_RATE}" for pt, name in zip(payload_types, SUPPORTED_CODECS, strict=True)),
         f"a=rtpmap:{OFFER_DTMF_PAYLOAD_TYPE} {TELEPHONE_EVENT}/{G711_CLOCK_RATE}",
